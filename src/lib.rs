@@ -1,1 +1,14 @@
+//! `iib`: IIB's API and workers, re-implemented. This library holds the adapters and wiring
+//! around the pure domain (`iib-aggregates`) and read models (`iib-projections`); `main.rs`
+//! is the command line.
 
+pub mod api;
+pub mod background;
+pub mod bench;
+pub mod command_bus;
+pub mod config;
+pub mod projector;
+pub mod replay;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,206 @@
-fn main(){}
+//! The `iib` command line: `serve`, `api`, `worker`, `migrate`, `replay`, `bench`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use iib::command_bus::CommandBus;
+use iib::config::Config;
+use iib::projector::Projector;
+use iib::store::Store;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "iib", version, about = "IIB Image Builder: build operator index images, natively")]
+struct Cli {
+    /// A TOML file with settings (the same keys as the environment; the environment wins).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API and workers in one process (the embedded default: SQLite under IIB_DATA_DIR).
+    Serve,
+    /// The REST API alone, without workers.
+    Api,
+    /// The background work alone (projector, secret expiry; queue actors when they land).
+    Worker,
+    /// Applies database migrations and exits.
+    Migrate,
+    /// Audit and recovery from the event store.
+    Replay {
+        /// Print the whole history of this request.
+        #[arg(long, conflicts_with = "rebuild_projections")]
+        request: Option<u64>,
+        /// Print events as JSON lines instead of text.
+        #[arg(long, requires = "request")]
+        json: bool,
+        /// Rebuild the read model from all events, showing progress and the rate.
+        #[arg(long)]
+        rebuild_projections: bool,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Fills a fresh store with requests (10 events each) and times a projection rebuild.
+    Rebuild {
+        /// Roughly how many events to write.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// The database to fill (default: a new SQLite file in a temporary directory).
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("iib: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    iib::telemetry::init(
+        config.text("IIB_LOG_FORMAT").unwrap_or("pretty"),
+        config.text("IIB_LOG_LEVEL").unwrap_or("INFO"),
+    );
+    match cli.command {
+        Command::Serve => serve(&config, true, true).await,
+        Command::Api => serve(&config, true, false).await,
+        Command::Worker => serve(&config, false, true).await,
+        Command::Migrate => {
+            let store = open(&config).await?;
+            let applied = store.migrate().await?;
+            if applied.is_empty() {
+                println!("the database is up to date");
+            } else {
+                println!("applied migrations: {}", applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Replay {
+            request,
+            json,
+            rebuild_projections,
+        } => {
+            let store = open_migrated(&config).await?;
+            if let Some(id) = request {
+                let events = iib::replay::request_history(&store, id).await?;
+                if events.is_empty() {
+                    bail!("request {id} does not exist");
+                }
+                let mut out = std::io::stdout().lock();
+                if json {
+                    for event in &events {
+                        writeln!(out, "{}", iib::replay::to_json(event))?;
+                    }
+                } else {
+                    iib::replay::print_history(&mut out, &events)?;
+                }
+                Ok(())
+            } else if rebuild_projections {
+                rebuild(&store).await
+            } else {
+                bail!("say what to replay: --request N or --rebuild-projections")
+            }
+        }
+        Command::Bench {
+            bench: Bench::Rebuild {
+                events,
+                database_url,
+            },
+        } => iib::bench::rebuild(events, database_url).await,
+    }
+}
+
+async fn open(config: &Config) -> Result<Store> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(config.data_dir())
+            .with_context(|| format!("cannot create IIB_DATA_DIR {}", config.data_dir().display()))?;
+    }
+    Store::connect(&url)
+        .await
+        .with_context(|| "cannot open the database (IIB_DATABASE_URL); is it running and reachable?")
+}
+
+async fn open_migrated(config: &Config) -> Result<Store> {
+    let store = open(config).await?;
+    let applied = store.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "applied database migrations");
+    }
+    Ok(store)
+}
+
+async fn rebuild(store: &Store) -> Result<()> {
+    let projector = Projector::new(store.clone());
+    let mut last_shown = std::time::Instant::now();
+    let report = projector
+        .rebuild(|done, head| {
+            if last_shown.elapsed() > Duration::from_millis(500) {
+                eprintln!("  read {done} of {head} events");
+                last_shown = std::time::Instant::now();
+            }
+        })
+        .await?;
+    println!(
+        "rebuilt the read model: {} events, {} requests, {} batches in {:.3} s ({:.0} events/s)",
+        report.events,
+        report.requests,
+        report.batches,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second()
+    );
+    Ok(())
+}
+
+async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
+    let store = open_migrated(config).await?;
+    let bus = CommandBus::new(store.clone(), config.secret_lifetime());
+    let shutdown = iib::shutdown::Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    if workers {
+        tasks.spawn(iib::background::run_projector(
+            Projector::new(store.clone()),
+            bus.committed(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(iib::background::purge_secrets(store.clone(), shutdown.clone()));
+    }
+    if api {
+        let addr = config.listen_addr()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (IIB_LISTEN_ADDR)"))?;
+        tracing::info!(%addr, "iib API listening");
+        let app = iib::api::router(iib::api::ApiState { store: store.clone() });
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.wait().await })
+                .await
+            {
+                tracing::error!(error = %e, "the API server stopped");
+            }
+        });
+    }
+    shutdown.on_signal().await;
+    tracing::info!("shutting down: finishing the current steps");
+    while tasks.join_next().await.is_some() {}
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+-- The read model, folded from the events by the projector.
+CREATE TABLE projection_checkpoints (
+    name     TEXT PRIMARY KEY,
+    position BIGINT NOT NULL
+);
+INSERT INTO projection_checkpoints (name, position) VALUES ('read_model', 0);
+
+CREATE TABLE request_views (
+    id           BIGINT PRIMARY KEY,
+    batch_id     BIGINT NOT NULL,
+    request_type TEXT    NOT NULL,
+    state        TEXT    NOT NULL,
+    username     TEXT,
+    from_index   TEXT,
+    index_image  TEXT,
+    claimed_by   TEXT,
+    lease_until  TEXT,
+    updated      TEXT    NOT NULL,
+    record       TEXT    NOT NULL,
+    verbose      TEXT    NOT NULL,
+    summary      TEXT    NOT NULL
+);
+CREATE INDEX request_views_state ON request_views (state, id);
+CREATE INDEX request_views_user ON request_views (username, id);
+CREATE INDEX request_views_batch ON request_views (batch_id, id);
+CREATE INDEX request_views_type ON request_views (request_type, id);
+CREATE INDEX request_views_from_index ON request_views (from_index, id);
+CREATE INDEX request_views_index_image ON request_views (index_image, id);
+
+CREATE TABLE batch_views (
+    id     BIGINT PRIMARY KEY,
+    state  TEXT NOT NULL,
+    record TEXT NOT NULL
+);

@@ -1,0 +1,143 @@
+//! `iib bench`: benchmarks that print figures (speed goals live here, not in timed tests).
+
+use crate::projector::Projector;
+use crate::store::{NewEvent, Store};
+use anyhow::Result;
+use chrono::{Duration, SubsecRound, Utc};
+use cqrs_es::{Aggregate, DomainEvent};
+use iib_aggregates::params::AddParams;
+use iib_aggregates::{
+    Batch, BatchEvent, BatchId, BatchMember, BuildFacts, BuildRequest, BuildRequestEvent,
+    RequestId, RequestParams, RequestState, RequestType, WorkerId,
+};
+use serde_json::json;
+use std::time::Instant;
+
+/// The events of one add request's life: 12 events, as a worker would record them.
+fn request_life(n: u64) -> Vec<(bool, u64, serde_json::Value, String)> {
+    let rid = RequestId::new(n).expect("n > 0");
+    let bid = BatchId::new(n).expect("n > 0");
+    let worker = WorkerId::new("bench:1:default");
+    let mut out = Vec::new();
+    let mut batch = |e: BatchEvent| out.push((false, n, serde_json::to_value(&e).unwrap(), e.event_type()));
+    batch(BatchEvent::BatchCreated {
+        batch_id: bid,
+        user: Some("bench@EXAMPLE.COM".into()),
+        annotations: None,
+        members: vec![BatchMember {
+            id: rid,
+            request_type: RequestType::Add,
+            organization: None,
+        }],
+    });
+    let mut request = Vec::new();
+    request.push(BuildRequestEvent::RequestSubmitted {
+        request_id: rid,
+        batch_id: bid,
+        user: Some("bench@EXAMPLE.COM".into()),
+        params: RequestParams::Add(AddParams {
+            bundles: vec![format!("registry.example.com/op/bundle:{n}")],
+            from_index: Some("registry.example.com/index:v4.18".into()),
+            ..Default::default()
+        }),
+        secrets_given: vec![],
+        state_reason: "The request was initiated".into(),
+    });
+    request.push(BuildRequestEvent::RequestClaimed {
+        worker: worker.clone(),
+        lease_until: Utc::now().trunc_subsecs(6) + Duration::minutes(5),
+        attempt: 1,
+        taken_over_from: None,
+    });
+    for step in [
+        "Resolving the bundles",
+        "Resolving the container images",
+        "Checking that the bundles are allowed",
+        "Building the index image for the following arches: amd64, s390x",
+        "Pushing the index image",
+    ] {
+        request.push(BuildRequestEvent::ProgressRecorded {
+            state_reason: step.into(),
+        });
+    }
+    request.push(BuildRequestEvent::FactsRecorded {
+        facts: BuildFacts {
+            arches: ["amd64".to_string(), "s390x".to_string()].into(),
+            index_image: Some(format!("registry.example.com/iib-build:{n}")),
+            ..Default::default()
+        },
+    });
+    request.push(BuildRequestEvent::RequestCompleted {
+        state_reason: "The operator bundle(s) were successfully added to the index image".into(),
+    });
+    for e in request {
+        out.push((true, n, serde_json::to_value(&e).unwrap(), e.event_type()));
+    }
+    for e in [
+        BatchEvent::BatchRequestSettled {
+            request_id: rid,
+            state: RequestState::Complete,
+        },
+        BatchEvent::BatchFinished {
+            state: RequestState::Complete,
+        },
+    ] {
+        out.push((false, n, serde_json::to_value(&e).unwrap(), e.event_type()));
+    }
+    out
+}
+
+/// Fills a store with about `events` events and times a full projection rebuild.
+pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = database_url.unwrap_or_else(|| Store::sqlite_url_in(dir.path()));
+    let store = Store::connect(&url).await?;
+    store.migrate().await?;
+    if store.head_position().await? > 0 {
+        anyhow::bail!("the bench database must be empty: give a fresh --database-url");
+    }
+    let requests = (events / 12).max(1);
+    eprintln!("writing {} events ({requests} add requests) to {url}", requests * 12);
+    let started = Instant::now();
+    let at = Utc::now().trunc_subsecs(6);
+    let metadata = json!({"recorded_at": crate::store::format_time(&at), "user": "bench@EXAMPLE.COM"});
+    let mut chunk = Vec::new();
+    for n in 1..=requests {
+        let mut sequences = (0i64, 0i64);
+        for (is_request, id, payload, event_type) in request_life(n) {
+            let (aggregate_type, sequence) = if is_request {
+                sequences.0 += 1;
+                (BuildRequest::TYPE, sequences.0)
+            } else {
+                sequences.1 += 1;
+                (Batch::TYPE, sequences.1)
+            };
+            chunk.push(NewEvent {
+                aggregate_type: aggregate_type.into(),
+                aggregate_id: id.to_string(),
+                sequence,
+                event_type,
+                event_version: iib_aggregates::EVENT_VERSION.into(),
+                payload,
+                metadata: metadata.clone(),
+                recorded_at: at,
+            });
+        }
+        if chunk.len() >= 6_000 || n == requests {
+            store.append(&chunk, &[]).await?;
+            chunk.clear();
+        }
+    }
+    eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
+    let report = Projector::new(store.clone()).rebuild(|_, _| {}).await?;
+    println!(
+        "rebuild: {} events, {} requests in {:.3} s = {:.0} events/s ({})",
+        report.events,
+        report.requests,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second(),
+        if url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" },
+    );
+    store.close().await;
+    Ok(())
+}

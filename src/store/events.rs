@@ -1,0 +1,201 @@
+//! The event store proper: append with optimistic concurrency, load one aggregate's
+//! history, read everything in global order, hand out ids.
+
+use super::{format_time, parse_time, Store, StoreError};
+use crate::store::secrets::Secret;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+
+/// An event about to be appended. `sequence` numbers an aggregate's events from 1, without
+/// gaps; the first new event of an aggregate must follow the last stored one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A committed event, with its place in the total order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+
+const COLUMNS: &str = "global_position, aggregate_type, aggregate_id, sequence, event_type, \
+                       event_version, payload, metadata, recorded_at";
+
+fn decode(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
+    let payload: String = row.try_get(6)?;
+    let metadata: String = row.try_get(7)?;
+    let recorded_at: String = row.try_get(8)?;
+    Ok(StoredEvent {
+        position: row.try_get(0)?,
+        aggregate_type: row.try_get(1)?,
+        aggregate_id: row.try_get(2)?,
+        sequence: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        event_version: row.try_get(5)?,
+        payload: serde_json::from_str(&payload).map_err(StoreError::corrupt)?,
+        metadata: serde_json::from_str(&metadata).map_err(StoreError::corrupt)?,
+        recorded_at: parse_time(&recorded_at)?,
+    })
+}
+
+impl Store {
+    /// Appends `events` (of one or several aggregates) and `secrets` in one transaction.
+    /// Fails with [`StoreError::Conflict`], writing nothing, when any aggregate moved on since
+    /// its events were decided. Returns the events' global positions.
+    pub async fn append(
+        &self,
+        events: &[NewEvent],
+        secrets: &[Secret],
+    ) -> Result<Vec<i64>, StoreError> {
+        if events.is_empty() && secrets.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut tx = self.begin_write().await?;
+        // Check every aggregate's version under the write lock (the unique key is the backstop).
+        let mut checked: Vec<(&str, &str)> = Vec::new();
+        for event in events {
+            let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+            if checked.contains(&key) {
+                continue;
+            }
+            checked.push(key);
+            let found: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(sequence), 0) FROM events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2",
+            )
+            .bind(key.0)
+            .bind(key.1)
+            .fetch_one(&mut *tx)
+            .await?;
+            let expected = event.sequence - 1;
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    aggregate_type: key.0.to_string(),
+                    aggregate_id: key.1.to_string(),
+                    expected,
+                    found,
+                });
+            }
+        }
+        let mut positions = Vec::with_capacity(events.len());
+        for event in events {
+            let inserted = sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                 event_version, payload, metadata, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING global_position",
+            )
+            .bind(&event.aggregate_type)
+            .bind(&event.aggregate_id)
+            .bind(event.sequence)
+            .bind(&event.event_type)
+            .bind(&event.event_version)
+            .bind(event.payload.to_string())
+            .bind(event.metadata.to_string())
+            .bind(format_time(&event.recorded_at))
+            .fetch_one(&mut *tx)
+            .await;
+            match inserted {
+                Ok(row) => positions.push(row.try_get(0)?),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::Conflict {
+                        aggregate_type: event.aggregate_type.clone(),
+                        aggregate_id: event.aggregate_id.clone(),
+                        expected: event.sequence - 1,
+                        found: event.sequence,
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for secret in secrets {
+            secret.insert(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(positions)
+    }
+
+    /// One aggregate's events, oldest first, from `after_sequence` on.
+    pub async fn load(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND sequence > $3 ORDER BY sequence"
+        ))
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after_sequence)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Up to `limit` events after `position`, in global order.
+    pub async fn read_after(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        read_after_on(&self.pool, position, limit).await
+    }
+
+    /// The position of the newest event (0 when there is none).
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Hands out `count` consecutive ids of the named sequence (`request` or `batch`).
+    pub async fn next_ids(&self, sequence: &str, count: i64) -> Result<Vec<u64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE id_sequences SET value = value + $1 WHERE name = $2 RETURNING value",
+        )
+        .bind(count)
+        .bind(sequence)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(((last - count + 1)..=last).map(|id| id as u64).collect())
+    }
+}
+
+/// [`Store::read_after`] on any executor, e.g. inside the projector's transaction.
+pub(crate) async fn read_after_on<'e, E>(
+    executor: E,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM events WHERE global_position > $1 \
+         ORDER BY global_position LIMIT $2"
+    ))
+    .bind(position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(decode).collect()
+}

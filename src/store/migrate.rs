@@ -1,0 +1,66 @@
+//! Schema migrations: the SQL files under `migrations/<backend>/`, embedded in the binary and
+//! applied in order, each once, recorded in `schema_migrations`.
+
+use super::{Backend, Store, StoreError};
+use sqlx::Executor;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "event_store",
+        sqlite: include_str!("../../migrations/sqlite/0001_event_store.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "read_model",
+        sqlite: include_str!("../../migrations/sqlite/0002_read_model.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_read_model.sql"),
+    },
+];
+
+impl Store {
+    /// Applies the migrations not applied yet; returns the names of those it applied.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (\
+             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        let newest_known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+        if let Some(newer) = applied.iter().find(|v| **v > newest_known) {
+            return Err(StoreError::Corrupt(format!(
+                "the database has schema version {newer}, newer than this iib knows \
+                 ({newest_known}); run a newer iib"
+            )));
+        }
+        let mut done = Vec::new();
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            let sql = match self.backend {
+                Backend::Sqlite => migration.sqlite,
+                Backend::Postgres => migration.postgres,
+            };
+            tx.execute(sql).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(super::format_time(&chrono::Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            done.push(migration.name);
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
