@@ -17,8 +17,8 @@ CREATE TABLE request_views (
     lease_until  TEXT,
     updated      TEXT    NOT NULL,
     record       TEXT    NOT NULL,
-    verbose      TEXT    NOT NULL,
-    summary      TEXT    NOT NULL
+    verbose_json TEXT    NOT NULL,
+    summary_json TEXT    NOT NULL
 );
 CREATE INDEX request_views_state ON request_views (state, id);
 CREATE INDEX request_views_user ON request_views (username, id);

@@ -15,7 +15,7 @@ mod secrets;
 
 pub use events::{NewEvent, StoredEvent};
 pub(crate) use events::read_after_on;
-pub use read_model::{ReadModelRows, RequestRow};
+pub use read_model::ReadModelRows;
 pub use secrets::Secret;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

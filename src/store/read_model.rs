@@ -8,14 +8,6 @@ use sqlx::{Any, Transaction};
 
 pub const CHECKPOINT: &str = "read_model";
 
-/// One row of `request_views` as the API serves it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestRow {
-    pub id: u64,
-    pub verbose: String,
-    pub summary: String,
-}
-
 /// Reads and writes of the read model inside one projector transaction.
 pub struct ReadModelRows<'a> {
     pub(crate) tx: &'a mut Transaction<'static, Any>,
@@ -84,14 +76,14 @@ impl ReadModelRows<'_> {
             .flatten();
         sqlx::query(
             "INSERT INTO request_views (id, batch_id, request_type, state, username, from_index, \
-             index_image, claimed_by, lease_until, updated, record, verbose, summary) \
+             index_image, claimed_by, lease_until, updated, record, verbose_json, summary_json) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO UPDATE SET batch_id = excluded.batch_id, \
              request_type = excluded.request_type, state = excluded.state, \
              username = excluded.username, from_index = excluded.from_index, \
              index_image = excluded.index_image, claimed_by = excluded.claimed_by, \
              lease_until = excluded.lease_until, updated = excluded.updated, \
-             record = excluded.record, verbose = excluded.verbose, summary = excluded.summary",
+             record = excluded.record, verbose_json = excluded.verbose_json, summary_json = excluded.summary_json",
         )
         .bind(record.id as i64)
         .bind(record.batch as i64)
@@ -137,9 +129,9 @@ impl Store {
     /// A request's IIB JSON (verbose or not, without link keys), if it exists.
     pub async fn request_json(&self, id: u64, verbose: bool) -> Result<Option<String>, StoreError> {
         let sql = if verbose {
-            "SELECT verbose FROM request_views WHERE id = $1"
+            "SELECT verbose_json FROM request_views WHERE id = $1"
         } else {
-            "SELECT summary FROM request_views WHERE id = $1"
+            "SELECT summary_json FROM request_views WHERE id = $1"
         };
         Ok(sqlx::query_scalar(sql)
             .bind(id as i64)
@@ -160,7 +152,7 @@ impl Store {
     /// Every request row, by id: what a rebuild must reproduce exactly.
     pub async fn dump_read_model(&self) -> Result<Vec<(i64, String, String, String)>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, record, verbose, summary FROM request_views ORDER BY id",
+            "SELECT id, record, verbose_json, summary_json FROM request_views ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?)

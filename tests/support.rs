@@ -1,0 +1,77 @@
+//! Test support: a fresh database per test on each backend, real servers only.
+//! PostgreSQL comes from `IIB_TEST_POSTGRES_URL` (default: the local server, user postgres).
+
+#![allow(dead_code)]
+
+use iib::store::Store;
+use sqlx::Connection;
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("IIB_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+pub struct TestDb {
+    pub store: Store,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Store::sqlite_url_in(dir.path());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    TestDb {
+        store,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A new, uniquely named database on the PostgreSQL server.
+pub async fn postgres() -> TestDb {
+    sqlx::any::install_default_drivers();
+    let admin = postgres_admin_url();
+    let name = format!(
+        "iib_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must run for these tests (see README: the test command starts it)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    let url = format!("{base}/{name}");
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    TestDb {
+        store,
+        url,
+        _dir: None,
+    }
+}
+
+/// Runs the same async scenario on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(super::support::sqlite().await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario(super::support::postgres().await).await
+            }
+        }
+    };
+}
