@@ -19,7 +19,11 @@ pub async fn run_projector(projector: Projector, committed: Arc<Notify>, shutdow
                 tracing::error!(error = %e, failures, "the projector failed; retrying");
             }
         }
-        let pause = Duration::from_millis(if failures == 0 { 1000 } else { 1000 * u64::from(failures.min(10)) });
+        let pause = Duration::from_millis(if failures == 0 {
+            1000
+        } else {
+            1000 * u64::from(failures.min(10))
+        });
         tokio::select! {
             _ = committed.notified() => {}
             _ = tokio::time::sleep(pause) => {}

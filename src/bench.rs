@@ -19,7 +19,8 @@ fn request_life(n: u64) -> Vec<(bool, u64, serde_json::Value, String)> {
     let bid = BatchId::new(n).expect("n > 0");
     let worker = WorkerId::new("bench:1:default");
     let mut out = Vec::new();
-    let mut batch = |e: BatchEvent| out.push((false, n, serde_json::to_value(&e).unwrap(), e.event_type()));
+    let mut batch =
+        |e: BatchEvent| out.push((false, n, serde_json::to_value(&e).unwrap(), e.event_type()));
     batch(BatchEvent::BatchCreated {
         batch_id: bid,
         user: Some("bench@EXAMPLE.COM".into()),
@@ -97,10 +98,14 @@ pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
         anyhow::bail!("the bench database must be empty: give a fresh --database-url");
     }
     let requests = (events / 12).max(1);
-    eprintln!("writing {} events ({requests} add requests) to {url}", requests * 12);
+    eprintln!(
+        "writing {} events ({requests} add requests) to {url}",
+        requests * 12
+    );
     let started = Instant::now();
     let at = Utc::now().trunc_subsecs(6);
-    let metadata = json!({"recorded_at": crate::store::format_time(&at), "user": "bench@EXAMPLE.COM"});
+    let metadata =
+        json!({"recorded_at": crate::store::format_time(&at), "user": "bench@EXAMPLE.COM"});
     let mut chunk = Vec::new();
     for n in 1..=requests {
         let mut sequences = (0i64, 0i64);
@@ -136,7 +141,11 @@ pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
         report.requests,
         report.elapsed.as_secs_f64(),
         report.events_per_second(),
-        if url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" },
+        if url.starts_with("sqlite") {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        },
     );
     store.close().await;
     Ok(())

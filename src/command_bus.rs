@@ -66,7 +66,10 @@ impl CommandContext {
 
     fn metadata(&self, at: &DateTime<Utc>) -> Value {
         let mut map = Map::new();
-        map.insert(metadata::RECORDED_AT.into(), crate::store::format_time(at).into());
+        map.insert(
+            metadata::RECORDED_AT.into(),
+            crate::store::format_time(at).into(),
+        );
         if let Some(user) = &self.user {
             map.insert(metadata::USER.into(), user.clone().into());
         }
@@ -196,8 +199,8 @@ impl CommandBus {
         submission: Submission,
         context: &CommandContext,
     ) -> Result<Submitted, CommandError> {
-        let batch = BatchId::new(self.store.next_ids("batch", 1).await?[0])
-            .expect("sequences start at 1");
+        let batch =
+            BatchId::new(self.store.next_ids("batch", 1).await?[0]).expect("sequences start at 1");
         let ids: Vec<RequestId> = self
             .store
             .next_ids("request", submission.requests.len() as i64)
@@ -318,7 +321,10 @@ impl CommandBus {
 
     /// The aggregate state of a request, as the domain sees it.
     pub async fn request(&self, request: RequestId) -> Result<BuildRequest, StoreError> {
-        Ok(self.load::<BuildRequest>(&request.to_string()).await?.aggregate)
+        Ok(self
+            .load::<BuildRequest>(&request.to_string())
+            .await?
+            .aggregate)
     }
 }
 

@@ -52,7 +52,11 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_BINARY_IMAGE_CONFIG", Object, Some("{}")),
     s("IIB_FORCE_OVERWRITE_FROM_INDEX", Bool, Some("false")),
     s("IIB_GRAPH_MODE_INDEX_ALLOW_LIST", List, Some("[]")),
-    s("IIB_GRAPH_MODE_OPTIONS", List, Some(r#"["replaces","semver","semver-skippatch"]"#)),
+    s(
+        "IIB_GRAPH_MODE_OPTIONS",
+        List,
+        Some(r#"["replaces","semver","semver-skippatch"]"#),
+    ),
     s("IIB_GREENWAVE_CONFIG", Object, Some("{}")),
     s("IIB_INDEX_TO_GITLAB_PUSH_MAP", Object, Some("{}")),
     s("IIB_LOG_FORMAT", Text, Some("pretty")),
@@ -71,7 +75,11 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_API_URL", Text, None),
     s("IIB_DOCKER_CONFIG_TEMPLATE", Text, None),
     s("IIB_GREENWAVE_URL", Text, None),
-    s("IIB_IMAGE_PUSH_TEMPLATE", Text, Some("{registry}/iib-build:{request_id}")),
+    s(
+        "IIB_IMAGE_PUSH_TEMPLATE",
+        Text,
+        Some("{registry}/iib-build:{request_id}"),
+    ),
     s("IIB_INDEX_IMAGE_OUTPUT_REGISTRY", Text, None),
     s("IIB_MAX_RECURSIVE_RELATED_BUNDLES", Integer, Some("15")),
     s("IIB_ORGANIZATION_CUSTOMIZATIONS", Object, Some("{}")),
@@ -129,7 +137,9 @@ fn parse(setting: &Setting, raw: &str) -> Result<Value, ConfigError> {
             _ => Err(malformed("a JSON object")),
         },
         List => match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(Value::Array(items)),
+            Ok(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                Ok(Value::Array(items))
+            }
             _ => Err(malformed("a JSON array of strings")),
         },
     }
@@ -153,10 +163,12 @@ impl Config {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
             for (key, value) in table {
                 if find(&key).is_none() {
                     return Err(ConfigError::Unknown(key));
@@ -164,7 +176,9 @@ impl Config {
                 raw.insert(key, toml_to_raw(&value));
             }
         }
-        raw.extend(std::env::vars().filter(|(k, _)| k.starts_with("IIB_") || k == "LOGIN_DISABLED"));
+        raw.extend(
+            std::env::vars().filter(|(k, _)| k.starts_with("IIB_") || k == "LOGIN_DISABLED"),
+        );
         Self::from_pairs(raw)
     }
 
@@ -223,7 +237,10 @@ impl Config {
     }
 
     pub fn secret_lifetime(&self) -> chrono::Duration {
-        chrono::Duration::seconds(self.integer("IIB_SECRET_LIFETIME_SECONDS").unwrap_or(259_200))
+        chrono::Duration::seconds(
+            self.integer("IIB_SECRET_LIFETIME_SECONDS")
+                .unwrap_or(259_200),
+        )
     }
 }
 
@@ -236,7 +253,9 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -256,17 +275,27 @@ mod tests {
     #[test]
     fn unknown_settings_stop_start_up_by_name() {
         let err = Config::from_pairs(pairs(&[("IIB_MAX_PER_PAEG", "5")])).unwrap_err();
-        assert_eq!(err.to_string(), "unknown setting IIB_MAX_PER_PAEG; see the README for the settings iib reads");
+        assert_eq!(
+            err.to_string(),
+            "unknown setting IIB_MAX_PER_PAEG; see the README for the settings iib reads"
+        );
     }
 
     #[test]
     fn malformed_values_name_the_setting_and_the_expected_kind() {
         let err = Config::from_pairs(pairs(&[("IIB_MAX_PER_PAGE", "many")])).unwrap_err();
-        assert_eq!(err.to_string(), "setting IIB_MAX_PER_PAGE must be an integer, got \"many\"");
+        assert_eq!(
+            err.to_string(),
+            "setting IIB_MAX_PER_PAGE must be an integer, got \"many\""
+        );
         let err = Config::from_pairs(pairs(&[("IIB_USER_TO_QUEUE", "[1]")])).unwrap_err();
-        assert!(err.to_string().starts_with("setting IIB_USER_TO_QUEUE must be a JSON object"));
+        assert!(err
+            .to_string()
+            .starts_with("setting IIB_USER_TO_QUEUE must be a JSON object"));
         let err = Config::from_pairs(pairs(&[("LOGIN_DISABLED", "maybe")])).unwrap_err();
-        assert!(err.to_string().starts_with("setting LOGIN_DISABLED must be true or false"));
+        assert!(err
+            .to_string()
+            .starts_with("setting LOGIN_DISABLED must be true or false"));
         let config = Config::from_pairs(pairs(&[("IIB_LISTEN_ADDR", "nowhere")])).unwrap();
         assert!(config.listen_addr().is_err());
     }
@@ -278,15 +307,25 @@ mod tests {
             ("IIB_WORKER_USERNAMES", r#"["worker@EXAMPLE"]"#),
         ]))
         .unwrap();
-        assert_eq!(config.get("IIB_USER_TO_QUEUE").unwrap()["PARALLEL:bot"], "iib_bot");
-        assert_eq!(config.get("IIB_WORKER_USERNAMES").unwrap()[0], "worker@EXAMPLE");
+        assert_eq!(
+            config.get("IIB_USER_TO_QUEUE").unwrap()["PARALLEL:bot"],
+            "iib_bot"
+        );
+        assert_eq!(
+            config.get("IIB_WORKER_USERNAMES").unwrap()[0],
+            "worker@EXAMPLE"
+        );
     }
 
     #[test]
     fn a_toml_file_gives_the_same_keys_and_the_environment_wins() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("iib.toml");
-        std::fs::write(&path, "IIB_MAX_PER_PAGE = 50\nIIB_WORKER_USERNAMES = [\"w\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "IIB_MAX_PER_PAGE = 50\nIIB_WORKER_USERNAMES = [\"w\"]\n",
+        )
+        .unwrap();
         // Only keys not set in this test process's environment are asserted.
         let config = Config::load(Some(&path)).unwrap();
         if std::env::var("IIB_MAX_PER_PAGE").is_err() {

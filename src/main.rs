@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "iib", version, about = "IIB Image Builder: build operator index images, natively")]
+#[command(
+    name = "iib",
+    version,
+    about = "IIB Image Builder: build operator index images, natively"
+)]
 struct Cli {
     /// A TOML file with settings (the same keys as the environment; the environment wins).
     #[arg(long, global = true)]
@@ -118,10 +122,11 @@ async fn run() -> Result<()> {
             }
         }
         Command::Bench {
-            bench: Bench::Rebuild {
-                events,
-                database_url,
-            },
+            bench:
+                Bench::Rebuild {
+                    events,
+                    database_url,
+                },
         } => iib::bench::rebuild(events, database_url).await,
     }
 }
@@ -129,12 +134,13 @@ async fn run() -> Result<()> {
 async fn open(config: &Config) -> Result<Store> {
     let url = config.database_url();
     if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(config.data_dir())
-            .with_context(|| format!("cannot create IIB_DATA_DIR {}", config.data_dir().display()))?;
+        std::fs::create_dir_all(config.data_dir()).with_context(|| {
+            format!("cannot create IIB_DATA_DIR {}", config.data_dir().display())
+        })?;
     }
-    Store::connect(&url)
-        .await
-        .with_context(|| "cannot open the database (IIB_DATABASE_URL); is it running and reachable?")
+    Store::connect(&url).await.with_context(|| {
+        "cannot open the database (IIB_DATABASE_URL); is it running and reachable?"
+    })
 }
 
 async fn open_migrated(config: &Config) -> Result<Store> {
@@ -179,7 +185,10 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             bus.committed(),
             shutdown.clone(),
         ));
-        tasks.spawn(iib::background::purge_secrets(store.clone(), shutdown.clone()));
+        tasks.spawn(iib::background::purge_secrets(
+            store.clone(),
+            shutdown.clone(),
+        ));
     }
     if api {
         let addr = config.listen_addr()?;
@@ -187,7 +196,9 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (IIB_LISTEN_ADDR)"))?;
         tracing::info!(%addr, "iib API listening");
-        let app = iib::api::router(iib::api::ApiState { store: store.clone() });
+        let app = iib::api::router(iib::api::ApiState {
+            store: store.clone(),
+        });
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, app)

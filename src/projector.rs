@@ -5,47 +5,45 @@
 //! in one transaction, so a crash never applies an event twice or skips one. A rebuild folds
 //! every event from position 0 in memory and replaces the tables in one transaction.
 
-use crate::store::{ReadModelRows, Store, StoreError, StoredEvent};
+use crate::store::{parse_time, RawEvent, ReadModelRows, Store, StoreError};
+use cqrs_es::Aggregate;
 use iib_aggregates::{Batch, BatchEvent, BuildRequest, BuildRequestEvent};
 use iib_projections::{DomainEventPayload, ProjectedEvent, Views};
-use cqrs_es::Aggregate;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 /// Events read per query.
 const PAGE: i64 = 5_000;
 
 /// Turns a stored event into the typed event the projections fold.
-pub fn decode(event: &StoredEvent) -> Result<ProjectedEvent, StoreError> {
+pub fn decode(event: &RawEvent) -> Result<ProjectedEvent, StoreError> {
+    let corrupt = |what: String| StoreError::corrupt(format!("event {}: {what}", event.position));
     if event.event_version != iib_aggregates::EVENT_VERSION {
-        return Err(StoreError::corrupt(format!(
-            "event {} has version {}, which this iib cannot read; run a newer iib",
-            event.position, event.event_version
+        return Err(corrupt(format!(
+            "version {} is unknown to this iib; run a newer iib",
+            event.event_version
         )));
     }
-    let aggregate_id: u64 = event.aggregate_id.parse().map_err(|_| {
-        StoreError::corrupt(format!("event {} has a non-numeric aggregate id", event.position))
-    })?;
+    let aggregate_id: u64 = event
+        .aggregate_id
+        .parse()
+        .map_err(|_| corrupt("non-numeric aggregate id".into()))?;
     let payload = match event.aggregate_type.as_str() {
-        BuildRequest::TYPE => DomainEventPayload::Request(
-            serde_json::from_value::<BuildRequestEvent>(event.payload.clone())
-                .map_err(|e| StoreError::corrupt(format!("event {}: {e}", event.position)))?,
-        ),
+        BuildRequest::TYPE => DomainEventPayload::Request(Box::new(
+            serde_json::from_str::<BuildRequestEvent>(&event.payload)
+                .map_err(|e| corrupt(e.to_string()))?,
+        )),
         Batch::TYPE => DomainEventPayload::Batch(
-            serde_json::from_value::<BatchEvent>(event.payload.clone())
-                .map_err(|e| StoreError::corrupt(format!("event {}: {e}", event.position)))?,
+            serde_json::from_str::<BatchEvent>(&event.payload)
+                .map_err(|e| corrupt(e.to_string()))?,
         ),
-        other => {
-            return Err(StoreError::corrupt(format!(
-                "event {} belongs to unknown aggregate type {other:?}",
-                event.position
-            )))
-        }
+        other => return Err(corrupt(format!("unknown aggregate type {other:?}"))),
     };
     Ok(ProjectedEvent {
         position: event.position,
         aggregate_id,
         sequence: event.sequence,
-        recorded_at: event.recorded_at,
+        recorded_at: parse_time(&event.recorded_at)?,
         payload,
     })
 }
@@ -81,12 +79,13 @@ impl Projector {
             let mut tx = self.store.begin_write().await?;
             let mut rows = ReadModelRows { tx: &mut tx };
             let checkpoint = rows.checkpoint().await?;
-            let events = crate::store::read_after_on(&mut **rows.tx, checkpoint, PAGE).await?;
+            let events = crate::store::read_raw_after_on(&mut **rows.tx, checkpoint, PAGE).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 tx.commit().await?;
                 return Ok(applied);
             };
-            let events: Vec<ProjectedEvent> = events.iter().map(decode).collect::<Result<_, _>>()?;
+            let events: Vec<ProjectedEvent> =
+                events.iter().map(decode).collect::<Result<_, _>>()?;
             let mut views = Views::default();
             for event in &events {
                 load_touched(&mut rows, &mut views, event).await?;
@@ -114,8 +113,10 @@ impl Projector {
         let mut position = 0;
         let mut count = 0u64;
         loop {
-            let page = crate::store::read_after_on(&mut *tx, position, PAGE * 4).await?;
-            let Some(last) = page.last().map(|e| e.position) else { break };
+            let page = crate::store::read_raw_after_on(&mut *tx, position, PAGE * 4).await?;
+            let Some(last) = page.last().map(|e| e.position) else {
+                break;
+            };
             for event in &page {
                 views.apply(&decode(event)?).map_err(StoreError::corrupt)?;
             }
@@ -146,12 +147,12 @@ async fn load_touched(
     let id = event.aggregate_id;
     match &event.payload {
         DomainEventPayload::Request(payload) => {
-            if let BuildRequestEvent::RequestSubmitted { batch_id, .. } = payload {
+            if let BuildRequestEvent::RequestSubmitted { batch_id, .. } = payload.as_ref() {
                 load_batch(rows, views, batch_id.get()).await?;
             }
-            if !views.requests.contains_key(&id) {
+            if let Entry::Vacant(slot) = views.requests.entry(id) {
                 if let Some(record) = rows.request(id).await? {
-                    views.requests.insert(id, record);
+                    slot.insert(record);
                 }
             }
         }
@@ -160,24 +161,32 @@ async fn load_touched(
     Ok(())
 }
 
-async fn load_batch(rows: &mut ReadModelRows<'_>, views: &mut Views, id: u64) -> Result<(), StoreError> {
-    if !views.batches.contains_key(&id) {
+async fn load_batch(
+    rows: &mut ReadModelRows<'_>,
+    views: &mut Views,
+    id: u64,
+) -> Result<(), StoreError> {
+    if let Entry::Vacant(slot) = views.batches.entry(id) {
         if let Some(record) = rows.batch(id).await? {
-            views.batches.insert(id, record);
+            slot.insert(record);
         }
     }
     Ok(())
 }
 
 async fn write(rows: &mut ReadModelRows<'_>, views: &Views) -> Result<(), StoreError> {
-    for id in &views.dirty_batches {
-        rows.put_batch(&views.batches[id]).await?;
-    }
-    for id in &views.dirty_requests {
-        rows.put_request(&views.requests[id]).await?;
-    }
-    for id in &views.finished_requests {
-        rows.delete_secrets(*id).await?;
-    }
-    Ok(())
+    let batches: Vec<_> = views
+        .dirty_batches
+        .iter()
+        .map(|id| &views.batches[id])
+        .collect();
+    rows.put_batches(&batches).await?;
+    let requests: Vec<_> = views
+        .dirty_requests
+        .iter()
+        .map(|id| &views.requests[id])
+        .collect();
+    rows.put_requests(&requests).await?;
+    let finished: Vec<u64> = views.finished_requests.iter().copied().collect();
+    rows.delete_secrets(&finished).await
 }

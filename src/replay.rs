@@ -9,11 +9,20 @@ use serde_json::{json, Value};
 use std::io::Write;
 
 /// A request's events, oldest first, plus those of its batch.
-pub async fn request_history(store: &Store, request_id: u64) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut events = store.load(BuildRequest::TYPE, &request_id.to_string(), 0).await?;
-    let batch = events.first().and_then(|e| e.payload["RequestSubmitted"]["batch_id"].as_u64());
+pub async fn request_history(
+    store: &Store,
+    request_id: u64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events = store
+        .load(BuildRequest::TYPE, &request_id.to_string(), 0)
+        .await?;
+    let batch = events
+        .first()
+        .and_then(|e| e.payload["RequestSubmitted"]["batch_id"].as_u64());
     if let Some(batch) = batch {
-        let batch_events = store.load(iib_aggregates::Batch::TYPE, &batch.to_string(), 0).await?;
+        let batch_events = store
+            .load(iib_aggregates::Batch::TYPE, &batch.to_string(), 0)
+            .await?;
         events.extend(batch_events.into_iter().filter(|e| concerns(e, request_id)));
         events.sort_by_key(|e| e.position);
     }

@@ -25,7 +25,10 @@ fn add(n: usize) -> RequestSubmission {
             build_tags: vec!["v4.18-nightly".into()],
             ..Default::default()
         }),
-        secrets: vec![(SecretKind::OverwriteFromIndexToken, "bob:s3cr3t-t0ken".into())],
+        secrets: vec![(
+            SecretKind::OverwriteFromIndexToken,
+            "bob:s3cr3t-t0ken".into(),
+        )],
     }
 }
 
@@ -56,14 +59,25 @@ async fn claim(bus: &CommandBus, id: RequestId, w: &str) -> Result<i64, CommandE
 }
 
 async fn get(db: &TestDb, id: RequestId) -> Value {
-    let text = db.store.request_json(id.get(), true).await.unwrap().expect("request row");
+    let text = db
+        .store
+        .request_json(id.get(), true)
+        .await
+        .unwrap()
+        .expect("request row");
     serde_json::from_str(&text).unwrap()
 }
 
 async fn submit_progress_complete(db: TestDb) {
     let bus = bus(&db);
     let projector = Projector::new(db.store.clone());
-    let submitted = bus.submit(single(add(1)), &CommandContext::user(Some("bob@EXAMPLE.COM".into()))).await.unwrap();
+    let submitted = bus
+        .submit(
+            single(add(1)),
+            &CommandContext::user(Some("bob@EXAMPLE.COM".into())),
+        )
+        .await
+        .unwrap();
     let id = submitted.requests[0];
     assert_eq!(id.get(), 1);
     assert_eq!(submitted.batch.get(), 1);
@@ -80,7 +94,10 @@ async fn submit_progress_complete(db: TestDb) {
     let secrets = db.store.secrets(id.get(), Utc::now()).await.unwrap();
     assert_eq!(secrets.len(), 1);
     assert_eq!(secrets[0].value, "bob:s3cr3t-t0ken");
-    assert!(!format!("{secrets:?}").contains("s3cr3t"), "Debug must not print secrets");
+    assert!(
+        !format!("{secrets:?}").contains("s3cr3t"),
+        "Debug must not print secrets"
+    );
 
     claim(&bus, id, "w1").await.unwrap();
     let as_worker = CommandContext::worker(worker("w1"));
@@ -112,7 +129,8 @@ async fn submit_progress_complete(db: TestDb) {
         id,
         BuildRequestCommand::Complete {
             actor: Actor::Worker(worker("w1")),
-            state_reason: "The operator bundle(s) were successfully added to the index image".into(),
+            state_reason: "The operator bundle(s) were successfully added to the index image"
+                .into(),
         },
         &as_worker,
     )
@@ -135,7 +153,12 @@ async fn submit_progress_complete(db: TestDb) {
     // The request's end settled its batch and deleted its secrets.
     let batch = db.store.batch_record(1).await.unwrap().unwrap();
     assert_eq!(batch.state, RequestState::Complete);
-    assert!(db.store.secrets(id.get(), Utc::now()).await.unwrap().is_empty());
+    assert!(db
+        .store
+        .secrets(id.get(), Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
     // Final is final.
     let err = bus
         .execute(
@@ -158,7 +181,12 @@ async fn a_failed_request_fails_its_batch_only_when_all_are_done(db: TestDb) {
         .submit(
             Submission {
                 user: None,
-                annotations: Some(json!({"errata": "RHBA-2026:1"}).as_object().unwrap().clone()),
+                annotations: Some(
+                    json!({"errata": "RHBA-2026:1"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
                 requests: vec![add(1), add(2), add(3)],
             },
             &CommandContext::default(),
@@ -189,14 +217,27 @@ async fn a_failed_request_fails_its_batch_only_when_all_are_done(db: TestDb) {
     a.unwrap();
     b.unwrap();
     Projector::new(db.store.clone()).catch_up().await.unwrap();
-    let batch = db.store.batch_record(submitted.batch.get()).await.unwrap().unwrap();
+    let batch = db
+        .store
+        .batch_record(submitted.batch.get())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.state, RequestState::InProgress);
-    assert_eq!(get(&db, ids[0]).await["batch_annotations"], json!({"errata": "RHBA-2026:1"}));
+    assert_eq!(
+        get(&db, ids[0]).await["batch_annotations"],
+        json!({"errata": "RHBA-2026:1"})
+    );
     bus.execute(ids[2], end("done", false), &CommandContext::default())
         .await
         .unwrap();
     Projector::new(db.store.clone()).catch_up().await.unwrap();
-    let batch = db.store.batch_record(submitted.batch.get()).await.unwrap().unwrap();
+    let batch = db
+        .store
+        .batch_record(submitted.batch.get())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.state, RequestState::Failed);
     assert_eq!(batch.to_json()["requests"].as_array().unwrap().len(), 3);
 }
@@ -204,13 +245,20 @@ on_both_backends!(a_failed_request_fails_its_batch_only_when_all_are_done);
 
 async fn concurrent_writers_never_both_win(db: TestDb) {
     let bus = bus(&db);
-    let id = bus.submit(single(add(1)), &CommandContext::default()).await.unwrap().requests[0];
+    let id = bus
+        .submit(single(add(1)), &CommandContext::default())
+        .await
+        .unwrap()
+        .requests[0];
     // Two workers race for one request, many times over: exactly one holds it each time.
     for round in 0..10 {
         let id = if round == 0 {
             id
         } else {
-            bus.submit(single(add(round)), &CommandContext::default()).await.unwrap().requests[0]
+            bus.submit(single(add(round)), &CommandContext::default())
+                .await
+                .unwrap()
+                .requests[0]
         };
         let (a, b) = tokio::join!(claim(&bus, id, "w1"), claim(&bus, id, "w2"));
         let winners = [&a, &b].iter().filter(|r| r.is_ok()).count();
@@ -238,13 +286,20 @@ async fn concurrent_writers_never_both_win(db: TestDb) {
     let (e1, e2) = (vec![event("a")], vec![event("b")]);
     let (a, b) = tokio::join!(db.store.append(&e1, &[]), db.store.append(&e2, &[]));
     assert_eq!([&a, &b].iter().filter(|r| r.is_ok()).count(), 1);
-    assert!(matches!(a.err().or(b.err()), Some(StoreError::Conflict { .. })));
+    assert!(matches!(
+        a.err().or(b.err()),
+        Some(StoreError::Conflict { .. })
+    ));
 }
 on_both_backends!(concurrent_writers_never_both_win);
 
 async fn an_expired_claim_is_taken_over(db: TestDb) {
     let bus = bus(&db);
-    let id = bus.submit(single(add(1)), &CommandContext::default()).await.unwrap().requests[0];
+    let id = bus
+        .submit(single(add(1)), &CommandContext::default())
+        .await
+        .unwrap()
+        .requests[0];
     let now = Utc::now();
     bus.execute(
         id,
@@ -326,12 +381,39 @@ async fn varied_history(bus: &CommandBus) {
             claim(bus, id, "w").await.unwrap();
             let w = || Actor::Worker(worker("w"));
             let ctx = CommandContext::worker(worker("w"));
-            bus.execute(id, BuildRequestCommand::RecordProgress { actor: w(), state_reason: format!("step {i}") }, &ctx)
-                .await
-                .unwrap();
+            bus.execute(
+                id,
+                BuildRequestCommand::RecordProgress {
+                    actor: w(),
+                    state_reason: format!("step {i}"),
+                },
+                &ctx,
+            )
+            .await
+            .unwrap();
             match (i + j) % 3 {
-                0 => bus.execute(id, BuildRequestCommand::Complete { actor: w(), state_reason: "ok".into() }, &ctx).await.unwrap(),
-                1 => bus.execute(id, BuildRequestCommand::Fail { actor: w(), state_reason: "no".into() }, &ctx).await.unwrap(),
+                0 => bus
+                    .execute(
+                        id,
+                        BuildRequestCommand::Complete {
+                            actor: w(),
+                            state_reason: "ok".into(),
+                        },
+                        &ctx,
+                    )
+                    .await
+                    .unwrap(),
+                1 => bus
+                    .execute(
+                        id,
+                        BuildRequestCommand::Fail {
+                            actor: w(),
+                            state_reason: "no".into(),
+                        },
+                        &ctx,
+                    )
+                    .await
+                    .unwrap(),
                 _ => 0,
             };
         }
@@ -349,10 +431,16 @@ async fn a_rebuild_equals_the_live_read_model_byte_for_byte(db: TestDb) {
     assert_eq!(live.len(), 42);
     let report = projector.rebuild(|_, _| {}).await.unwrap();
     assert_eq!(report.requests, 42);
-    assert_eq!(report.events as i64, db.store.head_position().await.unwrap());
+    assert_eq!(
+        report.events as i64,
+        db.store.head_position().await.unwrap()
+    );
     assert_eq!(db.store.dump_read_model().await.unwrap(), live);
     assert_eq!(db.store.dump_batches().await.unwrap(), live_batches);
-    assert_eq!(db.store.read_model_position().await.unwrap(), report.events as i64);
+    assert_eq!(
+        db.store.read_model_position().await.unwrap(),
+        report.events as i64
+    );
     // Applying again is harmless: nothing new, nothing changes.
     assert_eq!(projector.catch_up().await.unwrap(), 0);
     assert_eq!(db.store.dump_read_model().await.unwrap(), live);
@@ -384,7 +472,10 @@ on_both_backends!(live_projection_in_many_small_steps_equals_one_pass);
 async fn replay_shows_the_whole_history_without_secrets(db: TestDb) {
     let bus = bus(&db);
     let id = bus
-        .submit(single(add(1)), &CommandContext::user(Some("bob@EXAMPLE.COM".into())))
+        .submit(
+            single(add(1)),
+            &CommandContext::user(Some("bob@EXAMPLE.COM".into())),
+        )
         .await
         .unwrap()
         .requests[0];
@@ -399,11 +490,20 @@ async fn replay_shows_the_whole_history_without_secrets(db: TestDb) {
     )
     .await
     .unwrap();
-    let events = iib::replay::request_history(&db.store, id.get()).await.unwrap();
+    let events = iib::replay::request_history(&db.store, id.get())
+        .await
+        .unwrap();
     let names: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         names,
-        ["BatchCreated", "RequestSubmitted", "RequestClaimed", "RequestFailed", "BatchRequestSettled", "BatchFinished"]
+        [
+            "BatchCreated",
+            "RequestSubmitted",
+            "RequestClaimed",
+            "RequestFailed",
+            "BatchRequestSettled",
+            "BatchFinished"
+        ]
     );
     assert!(events.windows(2).all(|w| w[0].position < w[1].position));
     assert_eq!(iib::replay::actor(&events[1]), "user bob@EXAMPLE.COM");
@@ -412,7 +512,10 @@ async fn replay_shows_the_whole_history_without_secrets(db: TestDb) {
     iib::replay::print_history(&mut text, &events).unwrap();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("Failed to push the index image"));
-    assert!(text.contains("overwrite_from_index_token"), "the kind of secret is recorded");
+    assert!(
+        text.contains("overwrite_from_index_token"),
+        "the kind of secret is recorded"
+    );
     for event in &events {
         let line = iib::replay::to_json(event).to_string();
         assert!(!line.contains("s3cr3t"), "a secret leaked into {line}");
@@ -424,7 +527,11 @@ async fn cqrs_es_runs_on_our_repository(db: TestDb) {
     use cqrs_es::persist::PersistedEventStore;
     use cqrs_es::CqrsFramework;
     let bus = bus(&db);
-    let id = bus.submit(single(add(1)), &CommandContext::default()).await.unwrap().requests[0];
+    let id = bus
+        .submit(single(add(1)), &CommandContext::default())
+        .await
+        .unwrap()
+        .requests[0];
     let cqrs = CqrsFramework::new(
         PersistedEventStore::<_, BuildRequest>::new_event_store(db.store.clone()),
         vec![],

@@ -60,25 +60,52 @@ impl BuildFacts {
         };
         put(!self.arches.is_empty(), "arches");
         put(self.binary_image.is_some(), "binary_image");
-        put(self.binary_image_resolved.is_some(), "binary_image_resolved");
+        put(
+            self.binary_image_resolved.is_some(),
+            "binary_image_resolved",
+        );
         put(self.bundle_image.is_some(), "bundle_image");
         put(self.bundle_mapping.is_some(), "bundle_mapping");
         put(self.distribution_scope.is_some(), "distribution_scope");
-        put(self.fbc_fragment_resolved.is_some(), "fbc_fragment_resolved");
-        put(self.fbc_fragments_resolved.is_some(), "fbc_fragments_resolved");
-        put(self.from_bundle_image_resolved.is_some(), "from_bundle_image_resolved");
+        put(
+            self.fbc_fragment_resolved.is_some(),
+            "fbc_fragment_resolved",
+        );
+        put(
+            self.fbc_fragments_resolved.is_some(),
+            "fbc_fragments_resolved",
+        );
+        put(
+            self.from_bundle_image_resolved.is_some(),
+            "from_bundle_image_resolved",
+        );
         put(self.from_index_resolved.is_some(), "from_index_resolved");
         put(self.index_image.is_some(), "index_image");
         put(self.index_image_resolved.is_some(), "index_image_resolved");
-        put(self.internal_index_image_copy.is_some(), "internal_index_image_copy");
+        put(
+            self.internal_index_image_copy.is_some(),
+            "internal_index_image_copy",
+        );
         put(
             self.internal_index_image_copy_resolved.is_some(),
             "internal_index_image_copy_resolved",
         );
-        put(self.omps_operator_version.is_some(), "omps_operator_version");
-        put(self.parent_bundle_image_resolved.is_some(), "parent_bundle_image_resolved");
-        put(self.source_from_index_resolved.is_some(), "source_from_index_resolved");
-        put(self.target_index_resolved.is_some(), "target_index_resolved");
+        put(
+            self.omps_operator_version.is_some(),
+            "omps_operator_version",
+        );
+        put(
+            self.parent_bundle_image_resolved.is_some(),
+            "parent_bundle_image_resolved",
+        );
+        put(
+            self.source_from_index_resolved.is_some(),
+            "source_from_index_resolved",
+        );
+        put(
+            self.target_index_resolved.is_some(),
+            "target_index_resolved",
+        );
         keys
     }
 
@@ -128,7 +155,10 @@ impl BuildFacts {
         set(&mut self.from_index_resolved, from_index_resolved);
         set(&mut self.index_image, index_image);
         set(&mut self.index_image_resolved, index_image_resolved);
-        set(&mut self.internal_index_image_copy, internal_index_image_copy);
+        set(
+            &mut self.internal_index_image_copy,
+            internal_index_image_copy,
+        );
         set(
             &mut self.internal_index_image_copy_resolved,
             internal_index_image_copy_resolved,
@@ -146,10 +176,19 @@ impl BuildFacts {
         }
         set(&mut self.omps_operator_version, omps_operator_version);
         set(&mut self.bundle_image, bundle_image);
-        set(&mut self.from_bundle_image_resolved, from_bundle_image_resolved);
-        set(&mut self.source_from_index_resolved, source_from_index_resolved);
+        set(
+            &mut self.from_bundle_image_resolved,
+            from_bundle_image_resolved,
+        );
+        set(
+            &mut self.source_from_index_resolved,
+            source_from_index_resolved,
+        );
         set(&mut self.target_index_resolved, target_index_resolved);
-        set(&mut self.parent_bundle_image_resolved, parent_bundle_image_resolved);
+        set(
+            &mut self.parent_bundle_image_resolved,
+            parent_bundle_image_resolved,
+        );
         set(&mut self.fbc_fragment_resolved, fbc_fragment_resolved);
         set(&mut self.fbc_fragments_resolved, fbc_fragments_resolved);
     }
@@ -178,9 +217,7 @@ fn allowed(request_type: RequestType, key: &str) -> bool {
         RequestType::FbcOperations => {
             index_key || matches!(key, "fbc_fragment_resolved" | "fbc_fragments_resolved")
         }
-        RequestType::CreateEmptyIndex => {
-            index_key && !key.starts_with("internal_index_image_copy")
-        }
+        RequestType::CreateEmptyIndex => index_key && !key.starts_with("internal_index_image_copy"),
         RequestType::RegenerateBundle => {
             matches!(key, "bundle_image" | "from_bundle_image_resolved")
         }
@@ -225,7 +262,10 @@ mod tests {
             bundle_image: Some("r/b:1".into()),
             ..Default::default()
         };
-        assert_eq!(facts.disallowed_keys(RequestType::Add), vec!["bundle_image"]);
+        assert_eq!(
+            facts.disallowed_keys(RequestType::Add),
+            vec!["bundle_image"]
+        );
         assert_eq!(
             facts.disallowed_keys(RequestType::RegenerateBundle),
             vec!["index_image"]

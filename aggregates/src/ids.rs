@@ -7,7 +7,9 @@ use std::str::FromStr;
 macro_rules! int_id {
     ($name:ident, $what:literal) => {
         #[doc = concat!("The id of a ", $what, ": a positive integer, as IIB's.")]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(u64);
 
@@ -30,10 +32,9 @@ macro_rules! int_id {
         impl FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                s.parse::<u64>()
-                    .ok()
-                    .and_then(Self::new)
-                    .ok_or_else(|| format!("{s:?} is not a valid {} id (a positive integer)", $what))
+                s.parse::<u64>().ok().and_then(Self::new).ok_or_else(|| {
+                    format!("{s:?} is not a valid {} id (a positive integer)", $what)
+                })
             }
         }
     };

@@ -13,7 +13,9 @@ pub mod params;
 pub mod state;
 
 pub use batch::{Batch, BatchCommand, BatchError, BatchEvent, BatchMember};
-pub use build_request::{Actor, BuildRequest, BuildRequestCommand, BuildRequestError, BuildRequestEvent};
+pub use build_request::{
+    Actor, BuildRequest, BuildRequestCommand, BuildRequestError, BuildRequestEvent,
+};
 pub use facts::BuildFacts;
 pub use ids::{BatchId, RequestId, WorkerId};
 pub use params::{RequestParams, SecretKind};

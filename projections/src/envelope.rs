@@ -6,7 +6,7 @@ use iib_aggregates::{BatchEvent, BuildRequestEvent};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEventPayload {
-    Request(BuildRequestEvent),
+    Request(Box<BuildRequestEvent>),
     Batch(BatchEvent),
 }
 

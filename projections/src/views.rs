@@ -41,8 +41,9 @@ impl Views {
                     }
                 } else {
                     let annotations = self.batch_annotations_for(payload);
-                    let record = RequestRecord::from_submitted(payload, event.recorded_at, annotations)
-                        .ok_or(FoldError::UnknownRequest(event.position, id))?;
+                    let record =
+                        RequestRecord::from_submitted(payload, event.recorded_at, annotations)
+                            .ok_or(FoldError::UnknownRequest(event.position, id))?;
                     self.requests.insert(id, record);
                 }
                 self.dirty_requests.insert(id);

@@ -28,7 +28,10 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "The requested resource was not found")
+    error(
+        StatusCode::NOT_FOUND,
+        "The requested resource was not found",
+    )
 }
 
 /// IIB answers `{"status": "Health check OK"}` when its database answers.

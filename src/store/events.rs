@@ -35,7 +35,6 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-
 const COLUMNS: &str = "global_position, aggregate_type, aggregate_id, sequence, event_type, \
                        event_version, payload, metadata, recorded_at";
 
@@ -152,7 +151,11 @@ impl Store {
     }
 
     /// Up to `limit` events after `position`, in global order.
-    pub async fn read_after(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn read_after(
+        &self,
+        position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         read_after_on(&self.pool, position, limit).await
     }
 
@@ -198,4 +201,49 @@ where
     .fetch_all(executor)
     .await?;
     rows.iter().map(decode).collect()
+}
+
+/// An event as the projector reads it: the payload still as text, parsed once, straight into
+/// its typed form, and no metadata (the read model does not show it).
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_version: String,
+    pub payload: String,
+    pub recorded_at: String,
+}
+
+/// Up to `limit` events after `position`, in global order, for the projector.
+pub(crate) async fn read_raw_after_on<'e, E>(
+    executor: E,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<RawEvent>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(
+        "SELECT global_position, aggregate_type, aggregate_id, sequence, event_version, payload, \
+         recorded_at FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2",
+    )
+    .bind(position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RawEvent {
+                position: row.try_get(0)?,
+                aggregate_type: row.try_get(1)?,
+                aggregate_id: row.try_get(2)?,
+                sequence: row.try_get(3)?,
+                event_version: row.try_get(4)?,
+                payload: row.try_get(5)?,
+                recorded_at: row.try_get(6)?,
+            })
+        })
+        .collect()
 }

@@ -52,12 +52,14 @@ impl Store {
                 Backend::Postgres => migration.postgres,
             };
             tx.execute(sql).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(migration.version)
-                .bind(migration.name)
-                .bind(super::format_time(&chrono::Utc::now()))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(super::format_time(&chrono::Utc::now()))
+            .execute(&mut *tx)
+            .await?;
             done.push(migration.name);
         }
         tx.commit().await?;

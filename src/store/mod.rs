@@ -13,8 +13,8 @@ mod read_model;
 mod repository;
 mod secrets;
 
-pub use events::{NewEvent, StoredEvent};
-pub(crate) use events::read_after_on;
+pub(crate) use events::read_raw_after_on;
+pub use events::{NewEvent, RawEvent, StoredEvent};
 pub use read_model::ReadModelRows;
 pub use secrets::Secret;
 
@@ -88,7 +88,8 @@ impl Store {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA cache_size = -65536;",
                             )
                             .await?;
                             Ok(())
@@ -97,7 +98,12 @@ impl Store {
                     .connect_with(options)
                     .await?
             }
-            Backend::Postgres => pool_options.max_connections(16).connect_with(options).await?,
+            Backend::Postgres => {
+                pool_options
+                    .max_connections(16)
+                    .connect_with(options)
+                    .await?
+            }
         };
         Ok(Self { pool, backend })
     }

@@ -67,7 +67,9 @@ impl PersistedEventRepository for Store {
         aggregate_id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let events = self.load(A::TYPE, aggregate_id, last_sequence as i64).await?;
+        let events = self
+            .load(A::TYPE, aggregate_id, last_sequence as i64)
+            .await?;
         Ok(events.into_iter().map(to_serialized).collect())
     }
 

@@ -50,7 +50,11 @@ impl Secret {
 
 impl Store {
     /// The live secrets of a request.
-    pub async fn secrets(&self, request_id: u64, now: DateTime<Utc>) -> Result<Vec<Secret>, StoreError> {
+    pub async fn secrets(
+        &self,
+        request_id: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Secret>, StoreError> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT kind, value, expires_at FROM request_secrets WHERE request_id = $1 AND expires_at > $2 ORDER BY kind",
         )

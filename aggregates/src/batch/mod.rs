@@ -218,7 +218,12 @@ mod tests {
         BatchEvent::BatchCreated {
             batch_id: BatchId::new(4).unwrap(),
             user: Some("bob".into()),
-            annotations: Some(serde_json::json!({"release": "RHBA-1"}).as_object().unwrap().clone()),
+            annotations: Some(
+                serde_json::json!({"release": "RHBA-1"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
             members: ids
                 .iter()
                 .map(|&id| BatchMember {

@@ -40,11 +40,26 @@ pub enum BuildRequestCommand {
         lease_until: DateTime<Utc>,
     },
     /// The claim holder hands the request back (e.g. at shutdown) so another worker resumes it.
-    ReleaseClaim { worker: WorkerId, reason: String },
+    ReleaseClaim {
+        worker: WorkerId,
+        reason: String,
+    },
     /// A new `state_reason` while the request is in progress.
-    RecordProgress { actor: Actor, state_reason: String },
+    RecordProgress {
+        actor: Actor,
+        state_reason: String,
+    },
     /// Facts learned while building.
-    RecordFacts { actor: Actor, facts: BuildFacts },
-    Complete { actor: Actor, state_reason: String },
-    Fail { actor: Actor, state_reason: String },
+    RecordFacts {
+        actor: Actor,
+        facts: BuildFacts,
+    },
+    Complete {
+        actor: Actor,
+        state_reason: String,
+    },
+    Fail {
+        actor: Actor,
+        state_reason: String,
+    },
 }

@@ -113,7 +113,10 @@ impl BuildRequest {
         }
     }
 
-    fn decide(&self, command: BuildRequestCommand) -> Result<Vec<BuildRequestEvent>, BuildRequestError> {
+    fn decide(
+        &self,
+        command: BuildRequestCommand,
+    ) -> Result<Vec<BuildRequestEvent>, BuildRequestError> {
         use BuildRequestCommand as C;
         use BuildRequestEvent as E;
         match command {
@@ -154,13 +157,16 @@ impl BuildRequest {
                     return Err(BuildRequestError::LeaseInThePast);
                 }
                 match &self.claim {
-                    Some(claim) if claim.worker == worker => {
-                        Ok(vec![E::ClaimRenewed { worker, lease_until }])
+                    Some(claim) if claim.worker == worker => Ok(vec![E::ClaimRenewed {
+                        worker,
+                        lease_until,
+                    }]),
+                    Some(claim) if claim.lease_until > now => {
+                        Err(BuildRequestError::ClaimedByOther {
+                            worker: claim.worker.clone(),
+                            lease_until: claim.lease_until,
+                        })
                     }
-                    Some(claim) if claim.lease_until > now => Err(BuildRequestError::ClaimedByOther {
-                        worker: claim.worker.clone(),
-                        lease_until: claim.lease_until,
-                    }),
                     previous => Ok(vec![E::RequestClaimed {
                         worker,
                         lease_until,
@@ -179,14 +185,20 @@ impl BuildRequest {
                 if lease_until <= now {
                     return Err(BuildRequestError::LeaseInThePast);
                 }
-                Ok(vec![E::ClaimRenewed { worker, lease_until }])
+                Ok(vec![E::ClaimRenewed {
+                    worker,
+                    lease_until,
+                }])
             }
             C::ReleaseClaim { worker, reason } => {
                 self.require_in_progress()?;
                 self.require_claim_holder(&worker)?;
                 Ok(vec![E::ClaimReleased { worker, reason }])
             }
-            C::RecordProgress { actor, state_reason } => {
+            C::RecordProgress {
+                actor,
+                state_reason,
+            } => {
                 self.require_in_progress()?;
                 self.require_actor(&actor)?;
                 let state_reason = non_empty(state_reason)?;
@@ -214,13 +226,19 @@ impl BuildRequest {
                 }
                 Ok(vec![E::FactsRecorded { facts }])
             }
-            C::Complete { actor, state_reason } => {
+            C::Complete {
+                actor,
+                state_reason,
+            } => {
                 self.require_in_progress()?;
                 self.require_actor(&actor)?;
                 let state_reason = non_empty(state_reason)?;
                 Ok(vec![E::RequestCompleted { state_reason }])
             }
-            C::Fail { actor, state_reason } => {
+            C::Fail {
+                actor,
+                state_reason,
+            } => {
                 self.require_in_progress()?;
                 self.require_actor(&actor)?;
                 let state_reason = non_empty(state_reason)?;
@@ -279,11 +297,20 @@ impl Aggregate for BuildRequest {
                 attempt,
                 ..
             } => {
-                self.claim = Some(Claim { worker, lease_until });
+                self.claim = Some(Claim {
+                    worker,
+                    lease_until,
+                });
                 self.attempts = attempt;
             }
-            E::ClaimRenewed { worker, lease_until } => {
-                self.claim = Some(Claim { worker, lease_until });
+            E::ClaimRenewed {
+                worker,
+                lease_until,
+            } => {
+                self.claim = Some(Claim {
+                    worker,
+                    lease_until,
+                });
             }
             E::ClaimReleased { .. } => self.claim = None,
             E::ProgressRecorded { state_reason } => self.state_reason = state_reason,

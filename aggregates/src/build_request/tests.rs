@@ -79,7 +79,9 @@ fn a_request_is_submitted_once() {
             params: add_params(),
             secrets_given: vec![],
         })
-        .then_expect_error(BuildRequestError::AlreadySubmitted(RequestId::new(7).unwrap()));
+        .then_expect_error(BuildRequestError::AlreadySubmitted(
+            RequestId::new(7).unwrap(),
+        ));
 }
 
 #[test]
@@ -354,7 +356,8 @@ fn the_claim_holder_completes_and_fails() {
         .given(vec![submitted(), claimed_by("w1", 60, 1)])
         .when(BuildRequestCommand::Complete {
             actor: Actor::Worker(worker("w1")),
-            state_reason: "The operator bundle(s) were successfully added to the index image".into(),
+            state_reason: "The operator bundle(s) were successfully added to the index image"
+                .into(),
         })
         .then_expect_events(vec![completed()]);
     Fixture::with(())

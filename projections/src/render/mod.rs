@@ -20,12 +20,20 @@ pub fn verbose(record: &RequestRecord) -> Json {
     let facts = &record.facts;
     match &record.params {
         RequestParams::Add(p) => {
-            index_image_common(&mut rv, facts, p.binary_image.as_deref(), p.from_index.as_deref());
+            index_image_common(
+                &mut rv,
+                facts,
+                p.binary_image.as_deref(),
+                p.from_index.as_deref(),
+            );
             put_scope_and_tags(&mut rv, facts, &p.distribution_scope, &p.build_tags);
             rv.insert("organization".into(), json!(p.organization));
             rv.insert(
                 "omps_operator_version".into(),
-                facts.omps_operator_version.clone().unwrap_or_else(|| json!({})),
+                facts
+                    .omps_operator_version
+                    .clone()
+                    .unwrap_or_else(|| json!({})),
             );
             rv.insert("graph_update_mode".into(), json!(p.graph_update_mode));
             rv.insert("check_related_images".into(), json!(p.check_related_images));
@@ -37,7 +45,12 @@ pub fn verbose(record: &RequestRecord) -> Json {
             rv.insert("deprecation_list".into(), json!(p.deprecation_list));
         }
         RequestParams::Rm(p) => {
-            index_image_common(&mut rv, facts, p.binary_image.as_deref(), p.from_index.as_deref());
+            index_image_common(
+                &mut rv,
+                facts,
+                p.binary_image.as_deref(),
+                p.from_index.as_deref(),
+            );
             put_scope_and_tags(&mut rv, facts, &p.distribution_scope, &p.build_tags);
             rv.insert("removed_operators".into(), json!(p.operators));
         }
@@ -53,7 +66,12 @@ pub fn verbose(record: &RequestRecord) -> Json {
         }
         RequestParams::MergeIndexImage(p) => merge_index_image(&mut rv, facts, p),
         RequestParams::CreateEmptyIndex(p) => {
-            index_image_common(&mut rv, facts, p.binary_image.as_deref(), Some(&p.from_index));
+            index_image_common(
+                &mut rv,
+                facts,
+                p.binary_image.as_deref(),
+                Some(&p.from_index),
+            );
             put_scope_and_tags(&mut rv, facts, &p.distribution_scope, &[]);
             for key in [
                 "bundles",
@@ -80,7 +98,12 @@ pub fn verbose(record: &RequestRecord) -> Json {
         }
         RequestParams::FbcOperations(p) => fbc_operations(&mut rv, facts, p),
         RequestParams::AddDeprecations(p) => {
-            index_image_common(&mut rv, facts, p.binary_image.as_deref(), Some(&p.from_index));
+            index_image_common(
+                &mut rv,
+                facts,
+                p.binary_image.as_deref(),
+                Some(&p.from_index),
+            );
             put_scope_and_tags(&mut rv, facts, &None, &p.build_tags);
             for key in [
                 "bundles",
@@ -157,14 +180,23 @@ fn index_image_common(
         "binary_image".into(),
         json!(facts.binary_image.as_deref().or(binary_image)),
     );
-    rv.insert("binary_image_resolved".into(), json!(facts.binary_image_resolved));
+    rv.insert(
+        "binary_image_resolved".into(),
+        json!(facts.binary_image_resolved),
+    );
     rv.insert("bundle_mapping".into(), json!({}));
     rv.insert("bundles".into(), json!([]));
     rv.insert("deprecation_list".into(), json!([]));
     rv.insert("from_index".into(), json!(from_index));
-    rv.insert("from_index_resolved".into(), json!(facts.from_index_resolved));
+    rv.insert(
+        "from_index_resolved".into(),
+        json!(facts.from_index_resolved),
+    );
     rv.insert("index_image".into(), json!(facts.index_image));
-    rv.insert("index_image_resolved".into(), json!(facts.index_image_resolved));
+    rv.insert(
+        "index_image_resolved".into(),
+        json!(facts.index_image_resolved),
+    );
     rv.insert(
         "internal_index_image_copy".into(),
         json!(facts.internal_index_image_copy),
@@ -185,7 +217,10 @@ fn put_scope_and_tags(
 ) {
     rv.insert(
         "distribution_scope".into(),
-        json!(facts.distribution_scope.as_ref().or(requested_scope.as_ref())),
+        json!(facts
+            .distribution_scope
+            .as_ref()
+            .or(requested_scope.as_ref())),
     );
     rv.insert("build_tags".into(), sorted_unique(build_tags));
 }
@@ -199,7 +234,10 @@ fn merge_index_image(rv: &mut Json, facts: &BuildFacts, p: &MergeIndexImageParam
         "binary_image".into(),
         json!(facts.binary_image.as_ref().or(p.binary_image.as_ref())),
     );
-    rv.insert("binary_image_resolved".into(), json!(facts.binary_image_resolved));
+    rv.insert(
+        "binary_image_resolved".into(),
+        json!(facts.binary_image_resolved),
+    );
     rv.insert("deprecation_list".into(), json!(p.deprecation_list));
     rv.insert("graph_update_mode".into(), json!(p.graph_update_mode));
     rv.insert(
@@ -213,7 +251,10 @@ fn merge_index_image(rv: &mut Json, facts: &BuildFacts, p: &MergeIndexImageParam
         json!(facts.source_from_index_resolved),
     );
     rv.insert("target_index".into(), json!(p.target_index));
-    rv.insert("target_index_resolved".into(), json!(facts.target_index_resolved));
+    rv.insert(
+        "target_index_resolved".into(),
+        json!(facts.target_index_resolved),
+    );
     put_scope_and_tags(rv, facts, &p.distribution_scope, &p.build_tags);
 }
 

@@ -155,15 +155,17 @@ fn regenerate_bundle_matches_iibs_post_answer() {
 
 #[test]
 fn merge_index_image_matches_iibs_post_answer() {
-    let rendered = verbose(&record(RequestParams::MergeIndexImage(MergeIndexImageParams {
-        deprecation_list: vec!["some@sha256:bundle".into()],
-        binary_image: Some("binary:image".into()),
-        source_from_index: "source_index:image".into(),
-        target_index: Some("target_index:image".into()),
-        graph_update_mode: Some("semver".into()),
-        distribution_scope: Some("stage".into()),
-        ..Default::default()
-    })));
+    let rendered = verbose(&record(RequestParams::MergeIndexImage(
+        MergeIndexImageParams {
+            deprecation_list: vec!["some@sha256:bundle".into()],
+            binary_image: Some("binary:image".into()),
+            source_from_index: "source_index:image".into(),
+            target_index: Some("target_index:image".into()),
+            graph_update_mode: Some("semver".into()),
+            distribution_scope: Some("stage".into()),
+            ..Default::default()
+        },
+    )));
     let expected = json!({
         "arches": [], "batch": 1, "batch_annotations": null,
         "binary_image": "binary:image", "binary_image_resolved": null, "build_tags": [],
@@ -179,8 +181,16 @@ fn merge_index_image_matches_iibs_post_answer() {
 }
 
 const BASE_KEYS: [&str; 10] = [
-    "arches", "batch", "batch_annotations", "id", "request_type", "state", "state_history",
-    "state_reason", "updated", "user",
+    "arches",
+    "batch",
+    "batch_annotations",
+    "id",
+    "request_type",
+    "state",
+    "state_history",
+    "state_reason",
+    "updated",
+    "user",
 ];
 
 fn assert_keys(rendered: &Json, extra: &[&str]) {
@@ -201,8 +211,14 @@ fn create_empty_index_has_iibs_keys_and_null_for_empty_labels() {
     assert_keys(
         &rendered,
         &[
-            "binary_image", "binary_image_resolved", "from_index", "from_index_resolved",
-            "index_image", "index_image_resolved", "distribution_scope", "labels",
+            "binary_image",
+            "binary_image_resolved",
+            "from_index",
+            "from_index_resolved",
+            "index_image",
+            "index_image_resolved",
+            "distribution_scope",
+            "labels",
         ],
     );
     assert_eq!(rendered["labels"], Value::Null);
@@ -218,17 +234,31 @@ fn recursive_related_bundles_has_iibs_keys() {
     )));
     assert_keys(
         &rendered,
-        &["parent_bundle_image", "parent_bundle_image_resolved", "organization"],
+        &[
+            "parent_bundle_image",
+            "parent_bundle_image_resolved",
+            "organization",
+        ],
     );
 }
 
 #[test]
 fn fbc_operations_keeps_the_legacy_single_fragment_shape() {
     let fbc_keys = [
-        "binary_image", "binary_image_resolved", "from_index", "from_index_resolved",
-        "index_image", "index_image_resolved", "internal_index_image_copy",
-        "internal_index_image_copy_resolved", "distribution_scope", "build_tags",
-        "fbc_fragment", "fbc_fragment_resolved", "fbc_fragments", "fbc_fragments_resolved",
+        "binary_image",
+        "binary_image_resolved",
+        "from_index",
+        "from_index_resolved",
+        "index_image",
+        "index_image_resolved",
+        "internal_index_image_copy",
+        "internal_index_image_copy_resolved",
+        "distribution_scope",
+        "build_tags",
+        "fbc_fragment",
+        "fbc_fragment_resolved",
+        "fbc_fragments",
+        "fbc_fragments_resolved",
     ];
     let mut params = FbcOperationsParams {
         fbc_fragments: vec!["r/f:1".into(), "r/f:2".into()],
@@ -254,20 +284,29 @@ fn fbc_operations_keeps_the_legacy_single_fragment_shape() {
 
 #[test]
 fn add_deprecations_hides_its_scope_and_schema() {
-    let rendered = verbose(&record(RequestParams::AddDeprecations(AddDeprecationsParams {
-        operator_package: "kube-green".into(),
-        deprecation_schema: "{}".into(),
-        from_index: "r/i:1".into(),
-        distribution_scope: Some("prod".into()),
-        build_tags: vec!["b".into(), "a".into(), "b".into()],
-        ..Default::default()
-    })));
+    let rendered = verbose(&record(RequestParams::AddDeprecations(
+        AddDeprecationsParams {
+            operator_package: "kube-green".into(),
+            deprecation_schema: "{}".into(),
+            from_index: "r/i:1".into(),
+            distribution_scope: Some("prod".into()),
+            build_tags: vec!["b".into(), "a".into(), "b".into()],
+            ..Default::default()
+        },
+    )));
     assert_keys(
         &rendered,
         &[
-            "binary_image", "binary_image_resolved", "from_index", "from_index_resolved",
-            "index_image", "index_image_resolved", "internal_index_image_copy",
-            "internal_index_image_copy_resolved", "build_tags", "operator_package",
+            "binary_image",
+            "binary_image_resolved",
+            "from_index",
+            "from_index_resolved",
+            "index_image",
+            "index_image_resolved",
+            "internal_index_image_copy",
+            "internal_index_image_copy_resolved",
+            "build_tags",
+            "operator_package",
         ],
     );
     assert_eq!(rendered["build_tags"], json!(["a", "b"]));
