@@ -157,6 +157,14 @@ fn toml_to_raw(value: &toml::Value) -> String {
 impl Config {
     /// Reads the process environment and, if given, a TOML file.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, std::env::vars())
+    }
+
+    /// Reads `environment` (name/value pairs) and, if given, a TOML file.
+    pub fn load_with(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut raw: BTreeMap<String, String> = BTreeMap::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -177,7 +185,9 @@ impl Config {
             }
         }
         raw.extend(
-            std::env::vars().filter(|(k, _)| k.starts_with("IIB_") || k == "LOGIN_DISABLED"),
+            environment
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("IIB_") || k == "LOGIN_DISABLED"),
         );
         Self::from_pairs(raw)
     }
@@ -326,14 +336,14 @@ mod tests {
             "IIB_MAX_PER_PAGE = 50\nIIB_WORKER_USERNAMES = [\"w\"]\n",
         )
         .unwrap();
-        // Only keys not set in this test process's environment are asserted.
-        let config = Config::load(Some(&path)).unwrap();
-        if std::env::var("IIB_MAX_PER_PAGE").is_err() {
-            assert_eq!(config.integer("IIB_MAX_PER_PAGE"), Some(50));
-        }
+        let config = Config::load_with(Some(&path), pairs(&[("PATH", "/bin")])).unwrap();
+        assert_eq!(config.integer("IIB_MAX_PER_PAGE"), Some(50));
+        assert_eq!(config.get("IIB_WORKER_USERNAMES").unwrap()[0], "w");
+        let config = Config::load_with(Some(&path), pairs(&[("IIB_MAX_PER_PAGE", "7")])).unwrap();
+        assert_eq!(config.integer("IIB_MAX_PER_PAGE"), Some(7));
         std::fs::write(&path, "IIB_NOPE = 1\n").unwrap();
         assert_eq!(
-            Config::load(Some(&path)).unwrap_err(),
+            Config::load_with(Some(&path), vec![]).unwrap_err(),
             ConfigError::Unknown("IIB_NOPE".into())
         );
     }

@@ -1,5 +1,5 @@
 //! Test support: a fresh database per test on each backend, real servers only.
-//! PostgreSQL comes from `IIB_TEST_POSTGRES_URL` (default: the local server, user postgres).
+//! PostgreSQL comes from `TEST_POSTGRES_URL` (default: the local server, user postgres).
 
 #![allow(dead_code)]
 
@@ -7,7 +7,7 @@ use iib::store::Store;
 use sqlx::Connection;
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("IIB_TEST_POSTGRES_URL")
+    std::env::var("TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 

@@ -1,0 +1,224 @@
+//! The `iib` binary as an operator runs it: migrate, replay, rebuild, serve, bad settings.
+
+mod support;
+
+use chrono::Duration;
+use iib::command_bus::{CommandBus, CommandContext, RequestSubmission, Submission};
+use iib::store::Store;
+use iib_aggregates::params::RmParams;
+use iib_aggregates::{Actor, BuildRequestCommand, RequestParams, SecretKind};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn iib(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iib"))
+        .args(args)
+        .env_clear()
+        .env("IIB_DATA_DIR", data_dir)
+        .output()
+        .expect("run iib")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes one finished rm request into the SQLite store under `data_dir`.
+async fn seed(data_dir: &Path) {
+    let store = Store::connect(&Store::sqlite_url_in(data_dir))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let bus = CommandBus::new(store.clone(), Duration::hours(1));
+    let submitted = bus
+        .submit(
+            Submission {
+                user: Some("carol@EXAMPLE.COM".into()),
+                annotations: None,
+                requests: vec![RequestSubmission {
+                    params: RequestParams::Rm(RmParams {
+                        operators: vec!["kube-green".into()],
+                        from_index: Some("registry.example.com/index:v4.18".into()),
+                        overwrite_from_index: true,
+                        ..Default::default()
+                    }),
+                    secrets: vec![(SecretKind::OverwriteFromIndexToken, "carol:hunter2".into())],
+                }],
+            },
+            &CommandContext::user(Some("carol@EXAMPLE.COM".into())),
+        )
+        .await
+        .unwrap();
+    bus.execute(
+        submitted.requests[0],
+        BuildRequestCommand::Complete {
+            actor: Actor::System,
+            state_reason: "The operator(s) were successfully removed from the index image".into(),
+        },
+        &CommandContext::default(),
+    )
+    .await
+    .unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migrate_replay_and_rebuild_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = iib(dir.path(), &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "applied migrations: event_store, read_model\n"
+    );
+    let out = iib(dir.path(), &["migrate"]);
+    assert_eq!(text(&out.stdout), "the database is up to date\n");
+
+    let out = iib(dir.path(), &["replay", "--request", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stderr), "iib: request 1 does not exist\n");
+
+    seed(dir.path()).await;
+    let out = iib(dir.path(), &["replay", "--request", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let history = text(&out.stdout);
+    for expected in [
+        "BatchCreated",
+        "RequestSubmitted",
+        "by user carol@EXAMPLE.COM",
+        "RequestCompleted",
+        "BatchFinished",
+        "overwrite_from_index_token",
+    ] {
+        assert!(
+            history.contains(expected),
+            "{expected} missing from:\n{history}"
+        );
+    }
+    assert!(!history.contains("hunter2"), "a secret leaked:\n{history}");
+    let out = iib(dir.path(), &["replay", "--request", "1", "--json"]);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[1]["event"], "RequestSubmitted");
+    assert_eq!(lines[1]["actor"], "user carol@EXAMPLE.COM");
+
+    let out = iib(dir.path(), &["replay", "--rebuild-projections"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.starts_with("rebuilt the read model: 5 events, 1 requests, 1 batches in "),
+        "{report}"
+    );
+    assert!(report.trim_end().ends_with("events/s)"), "{report}");
+}
+
+#[test]
+fn unknown_or_malformed_settings_stop_start_up_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .arg("migrate")
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .env("IIB_MAX_PER_PAEG", "5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown setting IIB_MAX_PER_PAEG"));
+    let out = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .arg("serve")
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .env("IIB_USER_TO_QUEUE", "not json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("setting IIB_USER_TO_QUEUE must be a JSON object"));
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+#[tokio::test]
+async fn serve_runs_on_the_embedded_default_and_shuts_down_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .arg("serve")
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .env("IIB_LISTEN_ADDR", &addr)
+        .env("IIB_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let health = loop {
+        if let Some(answer) = http_get(&addr, "/api/v1/healthcheck").await {
+            break answer;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "iib serve did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(health, (200, r#"{"status":"Health check OK"}"#.to_string()));
+    // The projector ran at start-up: the seeded request is served from the read model.
+    let (status, body) = loop {
+        let answer = http_get(&addr, "/api/v1/builds/1").await.unwrap();
+        if answer.0 == 200 || started.elapsed().as_secs() > 10 {
+            break answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200, "{body}");
+    let build: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(build["state"], "complete");
+    assert_eq!(
+        build["removed_operators"],
+        serde_json::json!(["kube-green"])
+    );
+    let (status, body) = http_get(&addr, "/api/v1/builds/99").await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (404, r#"{"error":"The requested resource was not found"}"#)
+    );
+
+    // SIGTERM: a clean, prompt exit.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(!logs.contains("hunter2"), "a secret leaked into the logs");
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .expect("IIB_LOG_FORMAT=json logs JSON lines");
+    }
+}

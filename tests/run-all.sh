@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Sets up what the tests need on a fresh machine and runs every test (the README's test
+# command; .ci/run calls it). Build output is cached outside the clone, in ~/.cache/iib.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/iib/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install a Rust toolchain (https://rustup.rs) and run this again" >&2
+    exit 1
+fi
+
+# PostgreSQL: the tests need a real server. Use TEST_POSTGRES_URL if given, else the
+# local server on 127.0.0.1:5432 (trust auth), starting or installing it when it is not there.
+postgres_answers() {
+    command -v psql >/dev/null && psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1
+}
+
+ensure_postgres() {
+    if [ -n "${TEST_POSTGRES_URL:-}" ]; then
+        return
+    fi
+    local url="postgres://postgres@127.0.0.1:5432/postgres"
+    if ! postgres_answers "$url"; then
+        step "starting PostgreSQL"
+        if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+            as_root apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+        fi
+        for version in $(ls /etc/postgresql); do
+            as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+        done
+        for _ in $(seq 1 30); do
+            postgres_answers "$url" && break
+            # A server we installed asks for a password on TCP: give user postgres one.
+            if as_root su postgres -c "psql -Atqc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null 2>&1; then
+                url="postgres://postgres:postgres@127.0.0.1:5432/postgres"
+                postgres_answers "$url" && break
+            fi
+            sleep 1
+        done
+        postgres_answers "$url" || { echo "PostgreSQL is not reachable at 127.0.0.1:5432" >&2; exit 1; }
+    fi
+    export TEST_POSTGRES_URL="$url"
+    # Databases left by earlier runs (each test makes its own).
+    psql "$url" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'iib_test_%'" |
+        while read -r db; do psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null || true; done
+}
+
+step "PostgreSQL"
+ensure_postgres
+echo "using $TEST_POSTGRES_URL"
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all --check
+
+step "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (cargo test)"
+cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+status=${PIPESTATUS[0]}
+
+# One closing line for the whole run.
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')
+echo
+echo "${passed} passed, ${failed} failed"
+exit "$status"
