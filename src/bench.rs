@@ -134,6 +134,8 @@ pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
         }
     }
     eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
+    // As a store that has been running: the log folded into the database file.
+    store.checkpoint_wal().await?;
     let report = Projector::new(store.clone()).rebuild(|_, _| {}).await?;
     println!(
         "rebuild: {} events, {} requests in {:.3} s = {:.0} events/s ({})",

@@ -79,7 +79,7 @@ impl Projector {
             let mut tx = self.store.begin_write().await?;
             let mut rows = ReadModelRows { tx: &mut tx };
             let checkpoint = rows.checkpoint().await?;
-            let events = crate::store::read_raw_after_on(&mut **rows.tx, checkpoint, PAGE).await?;
+            let events = rows.tx.read_raw_after(checkpoint, PAGE).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 tx.commit().await?;
                 return Ok(applied);
@@ -106,14 +106,12 @@ impl Projector {
     ) -> Result<RebuildReport, StoreError> {
         let started = Instant::now();
         let mut tx = self.store.begin_write().await?;
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(global_position), 0) FROM events")
-            .fetch_one(&mut *tx)
-            .await?;
+        let head = tx.head_position().await?;
         let mut views = Views::default();
         let mut position = 0;
         let mut count = 0u64;
         loop {
-            let page = crate::store::read_raw_after_on(&mut *tx, position, PAGE * 4).await?;
+            let page = tx.read_raw_after(position, PAGE * 4).await?;
             let Some(last) = page.last().map(|e| e.position) else {
                 break;
             };

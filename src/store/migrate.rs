@@ -30,14 +30,16 @@ impl Store {
     /// Applies the migrations not applied yet; returns the names of those it applied.
     pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
         let mut tx = self.begin_write().await?;
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (\
-             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-        )
-        .await?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *tx)
+        let applied: Vec<i64> = on_tx!(tx, conn => {
+            (&mut *conn).execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (\
+                 version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+            )
             .await?;
+            sqlx::query_scalar("SELECT version FROM schema_migrations")
+                .fetch_all(&mut *conn)
+                .await?
+        });
         let newest_known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
         if let Some(newer) = applied.iter().find(|v| **v > newest_known) {
             return Err(StoreError::Corrupt(format!(
@@ -47,19 +49,22 @@ impl Store {
         }
         let mut done = Vec::new();
         for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-            let sql = match self.backend {
+            let sql = match self.backend() {
                 Backend::Sqlite => migration.sqlite,
                 Backend::Postgres => migration.postgres,
             };
-            tx.execute(sql).await?;
-            sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(migration.version)
-            .bind(migration.name)
-            .bind(super::format_time(&chrono::Utc::now()))
-            .execute(&mut *tx)
-            .await?;
+            let applied_at = super::format_time(&chrono::Utc::now());
+            on_tx!(tx, conn => {
+                (&mut *conn).execute(sql).await?;
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                )
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(&applied_at)
+                .execute(&mut *conn)
+                .await?;
+            });
             done.push(migration.name);
         }
         tx.commit().await?;

@@ -1,20 +1,20 @@
 //! The read-model tables: request and batch rows with their rendered JSON, the filter
 //! columns the API lists by, and the projector's checkpoint.
 
-use super::{format_time, Store, StoreError};
+use super::{format_time, Store, StoreError, WriteTx};
 use iib_aggregates::RequestType;
 use iib_projections::{render, BatchRecord, RequestRecord};
-use sqlx::{Any, Transaction};
 
 pub const CHECKPOINT: &str = "read_model";
 
 /// Reads and writes of the read model inside one projector transaction.
 pub struct ReadModelRows<'a> {
-    pub(crate) tx: &'a mut Transaction<'static, Any>,
+    pub tx: &'a mut WriteTx,
 }
 
-/// Rows per multi-row statement: well under SQLite's and PostgreSQL's bind-parameter limits.
-const ROWS_PER_STATEMENT: usize = 400;
+/// Rows per multi-row statement. sqlx's SQLite driver slows down on statements with
+/// thousands of parameters: 16–64 rows measured fastest (`iib bench rebuild`).
+const ROWS_PER_STATEMENT: usize = 32;
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `columns` values.
 fn placeholders(rows: usize, columns: usize) -> String {
@@ -36,11 +36,19 @@ fn placeholders(rows: usize, columns: usize) -> String {
     sql
 }
 
-/// The rendered JSON and filter columns of a request row.
+/// One `request_views` row: the rendered JSON and the filter columns.
 struct RequestColumns {
-    request_type: RequestType,
+    id: i64,
+    batch_id: i64,
+    request_type: &'static str,
+    state: &'static str,
+    username: Option<String>,
     from_index: Option<String>,
     index_image: Option<String>,
+    claimed_by: Option<String>,
+    lease_until: Option<String>,
+    updated: String,
+    record: String,
     verbose: String,
     summary: String,
 }
@@ -70,9 +78,17 @@ impl RequestColumns {
             .then(|| text("index_image"))
             .flatten();
         Self {
-            request_type,
+            id: record.id as i64,
+            batch_id: record.batch as i64,
+            request_type: request_type.as_str(),
+            state: record.state().as_str(),
+            username: record.user.clone(),
             from_index,
             index_image,
+            claimed_by: record.claimed_by.as_ref().map(|w| w.as_str().to_string()),
+            lease_until: record.lease_until.as_ref().map(format_time),
+            updated: format_time(&record.current().updated),
+            record: json(record),
             verbose: json(&verbose),
             summary: json(&summary),
         }
@@ -85,57 +101,55 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 
 impl ReadModelRows<'_> {
     pub async fn checkpoint(&mut self) -> Result<i64, StoreError> {
-        Ok(
+        Ok(on_tx!(self.tx, conn => {
             sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
                 .bind(CHECKPOINT)
-                .fetch_one(&mut **self.tx)
-                .await?,
-        )
+                .fetch_one(conn)
+                .await?
+        }))
     }
 
     pub async fn set_checkpoint(&mut self, position: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
-            .bind(position)
-            .bind(CHECKPOINT)
-            .execute(&mut **self.tx)
-            .await?;
+        on_tx!(self.tx, conn => {
+            sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
+                .bind(position)
+                .bind(CHECKPOINT)
+                .execute(conn)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn clear(&mut self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM request_views")
-            .execute(&mut **self.tx)
-            .await?;
-        sqlx::query("DELETE FROM batch_views")
-            .execute(&mut **self.tx)
-            .await?;
+        on_tx!(self.tx, conn => {
+            sqlx::query("DELETE FROM request_views").execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM batch_views").execute(&mut *conn).await?;
+        });
         self.set_checkpoint(0).await
     }
 
     pub async fn request(&mut self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
-        let record: Option<String> =
+        let record: Option<String> = on_tx!(self.tx, conn => {
             sqlx::query_scalar("SELECT record FROM request_views WHERE id = $1")
                 .bind(id as i64)
-                .fetch_optional(&mut **self.tx)
-                .await?;
+                .fetch_optional(conn)
+                .await?
+        });
         record
             .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
             .transpose()
     }
 
     pub async fn batch(&mut self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
-        let record: Option<String> =
+        let record: Option<String> = on_tx!(self.tx, conn => {
             sqlx::query_scalar("SELECT record FROM batch_views WHERE id = $1")
                 .bind(id as i64)
-                .fetch_optional(&mut **self.tx)
-                .await?;
+                .fetch_optional(conn)
+                .await?
+        });
         record
             .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
             .transpose()
-    }
-
-    pub async fn put_request(&mut self, record: &RequestRecord) -> Result<(), StoreError> {
-        self.put_requests(&[record]).await
     }
 
     /// Upserts request rows, many per statement.
@@ -153,31 +167,29 @@ impl ReadModelRows<'_> {
                  summary_json = excluded.summary_json",
                 placeholders(chunk.len(), 13)
             );
-            let mut query = sqlx::query(&sql);
-            for record in chunk {
-                let row = RequestColumns::of(record);
-                query = query
-                    .bind(record.id as i64)
-                    .bind(record.batch as i64)
-                    .bind(row.request_type.as_str())
-                    .bind(record.state().as_str())
-                    .bind(record.user.clone())
-                    .bind(row.from_index)
-                    .bind(row.index_image)
-                    .bind(record.claimed_by.as_ref().map(|w| w.as_str().to_string()))
-                    .bind(record.lease_until.as_ref().map(format_time))
-                    .bind(format_time(&record.current().updated))
-                    .bind(json(record))
-                    .bind(row.verbose)
-                    .bind(row.summary);
-            }
-            query.execute(&mut **self.tx).await?;
+            let rows: Vec<RequestColumns> = chunk.iter().map(|r| RequestColumns::of(r)).collect();
+            on_tx!(self.tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for row in &rows {
+                    query = query
+                        .bind(row.id)
+                        .bind(row.batch_id)
+                        .bind(row.request_type)
+                        .bind(row.state)
+                        .bind(&row.username)
+                        .bind(&row.from_index)
+                        .bind(&row.index_image)
+                        .bind(&row.claimed_by)
+                        .bind(&row.lease_until)
+                        .bind(&row.updated)
+                        .bind(&row.record)
+                        .bind(&row.verbose)
+                        .bind(&row.summary);
+                }
+                query.execute(conn).await?;
+            });
         }
         Ok(())
-    }
-
-    pub async fn put_batch(&mut self, record: &BatchRecord) -> Result<(), StoreError> {
-        self.put_batches(&[record]).await
     }
 
     /// Upserts batch rows, many per statement.
@@ -188,14 +200,17 @@ impl ReadModelRows<'_> {
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record",
                 placeholders(chunk.len(), 3)
             );
-            let mut query = sqlx::query(&sql);
-            for record in chunk {
-                query = query
-                    .bind(record.id as i64)
-                    .bind(record.state.as_str())
-                    .bind(json(record));
-            }
-            query.execute(&mut **self.tx).await?;
+            let rows: Vec<(i64, &str, String)> = chunk
+                .iter()
+                .map(|r| (r.id as i64, r.state.as_str(), json(r)))
+                .collect();
+            on_tx!(self.tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for (id, state, record) in &rows {
+                    query = query.bind(*id).bind(*state).bind(record);
+                }
+                query.execute(conn).await?;
+            });
         }
         Ok(())
     }
@@ -210,11 +225,13 @@ impl ReadModelRows<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(*id as i64);
-            }
-            query.execute(&mut **self.tx).await?;
+            on_tx!(self.tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id as i64);
+                }
+                query.execute(conn).await?;
+            });
         }
         Ok(())
     }
@@ -228,18 +245,18 @@ impl Store {
         } else {
             "SELECT summary_json FROM request_views WHERE id = $1"
         };
-        Ok(sqlx::query_scalar(sql)
-            .bind(id as i64)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar(sql).bind(id as i64).fetch_optional(pool).await?
+        }))
     }
 
     pub async fn batch_record(&self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
-        let record: Option<String> =
+        let record: Option<String> = on_pool!(self, pool => {
             sqlx::query_scalar("SELECT record FROM batch_views WHERE id = $1")
                 .bind(id as i64)
-                .fetch_optional(&self.pool)
-                .await?;
+                .fetch_optional(pool)
+                .await?
+        });
         record
             .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
             .transpose()
@@ -247,29 +264,31 @@ impl Store {
 
     /// Every request row, by id: what a rebuild must reproduce exactly.
     pub async fn dump_read_model(&self) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, record, verbose_json, summary_json FROM request_views ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, record, verbose_json, summary_json FROM request_views ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Every batch row, by id.
     pub async fn dump_batches(&self) -> Result<Vec<(i64, String, String)>, StoreError> {
-        Ok(
+        Ok(on_pool!(self, pool => {
             sqlx::query_as("SELECT id, state, record FROM batch_views ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// The position the read model has applied up to.
     pub async fn read_model_position(&self) -> Result<i64, StoreError> {
-        Ok(
+        Ok(on_pool!(self, pool => {
             sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
                 .bind(CHECKPOINT)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+                .fetch_one(pool)
+                .await?
+        }))
     }
 }

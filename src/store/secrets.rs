@@ -2,7 +2,7 @@
 //! logs or answers: written with the submission, read by the worker, deleted when the
 //! request ends (by the projector, in the transaction that records the end) or expires.
 
-use super::{format_time, Store, StoreError};
+use super::{format_time, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use iib_aggregates::SecretKind;
 use std::fmt;
@@ -30,11 +30,8 @@ fn kind_name(kind: SecretKind) -> &'static str {
 }
 
 impl Secret {
-    pub(super) async fn insert(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    pub(super) async fn insert(&self, tx: &mut WriteTx) -> Result<(), StoreError> {
+        on_tx!(tx, conn => sqlx::query(
             "INSERT INTO request_secrets (request_id, kind, value, expires_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (request_id, kind) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
         )
@@ -42,8 +39,9 @@ impl Secret {
         .bind(kind_name(self.kind))
         .bind(&self.value)
         .bind(format_time(&self.expires_at))
-        .execute(&mut **tx)
-        .await?;
+        .execute(conn)
+        .await
+        .map(|_| ()))?;
         Ok(())
     }
 }
@@ -55,13 +53,16 @@ impl Store {
         request_id: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Secret>, StoreError> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT kind, value, expires_at FROM request_secrets WHERE request_id = $1 AND expires_at > $2 ORDER BY kind",
-        )
-        .bind(request_id as i64)
-        .bind(format_time(&now))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, String, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT kind, value, expires_at FROM request_secrets \
+                 WHERE request_id = $1 AND expires_at > $2 ORDER BY kind",
+            )
+            .bind(request_id as i64)
+            .bind(format_time(&now))
+            .fetch_all(pool)
+            .await?
+        });
         rows.into_iter()
             .map(|(kind, value, expires_at)| {
                 let kind = SecretKind::ALL
@@ -80,10 +81,12 @@ impl Store {
 
     /// Deletes secrets past their lifetime; returns how many went.
     pub async fn purge_expired_secrets(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM request_secrets WHERE expires_at <= $1")
-            .bind(format_time(&now))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        Ok(on_pool!(self, pool => {
+            sqlx::query("DELETE FROM request_secrets WHERE expires_at <= $1")
+                .bind(format_time(&now))
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
     }
 }

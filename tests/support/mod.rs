@@ -31,7 +31,6 @@ pub async fn sqlite() -> TestDb {
 
 /// A new, uniquely named database on the PostgreSQL server.
 pub async fn postgres() -> TestDb {
-    sqlx::any::install_default_drivers();
     let admin = postgres_admin_url();
     let name = format!(
         "iib_test_{}_{}",
@@ -41,7 +40,7 @@ pub async fn postgres() -> TestDb {
             .unwrap()
             .as_nanos()
     );
-    let mut conn = sqlx::AnyConnection::connect(&admin)
+    let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("PostgreSQL must run for these tests (see README: the test command starts it)");
     sqlx::query(&format!("CREATE DATABASE {name}"))
