@@ -13,6 +13,9 @@ pub struct BatchRecord {
     pub annotations: Option<Annotations>,
     pub members: Vec<BatchMember>,
     pub state: RequestState,
+    /// The sequence number of the last batch event applied (see `RequestRecord`).
+    #[serde(default)]
+    pub last_sequence: i64,
 }
 
 impl BatchRecord {

@@ -27,6 +27,10 @@ pub struct RequestRecord {
     pub claimed_by: Option<WorkerId>,
     pub lease_until: Option<DateTime<Utc>>,
     pub attempts: u32,
+    /// The sequence number of the last event applied: an event at or below it was applied
+    /// already and is skipped, so re-applying events is harmless.
+    #[serde(default)]
+    pub last_sequence: i64,
 }
 
 impl RequestRecord {
@@ -62,6 +66,7 @@ impl RequestRecord {
             claimed_by: None,
             lease_until: None,
             attempts: 0,
+            last_sequence: 1,
         })
     }
 

@@ -27,6 +27,7 @@ fn record(params: RequestParams) -> RequestRecord {
         claimed_by: None,
         lease_until: None,
         attempts: 0,
+        last_sequence: 1,
     }
 }
 
