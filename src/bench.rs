@@ -42,6 +42,7 @@ fn request_life(n: u64) -> Vec<(bool, u64, serde_json::Value, String)> {
             ..Default::default()
         }),
         secrets_given: vec![],
+        queue: None,
         state_reason: "The request was initiated".into(),
     });
     request.push(BuildRequestEvent::RequestClaimed {

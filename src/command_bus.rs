@@ -88,6 +88,8 @@ impl CommandContext {
 pub struct RequestSubmission {
     pub params: RequestParams,
     pub secrets: Vec<(SecretKind, String)>,
+    /// The queue the request goes to (`None`: the default queue).
+    pub queue: Option<String>,
 }
 
 /// What the API hands over when a POST is valid: one request, or a batch of several.
@@ -244,6 +246,7 @@ impl CommandBus {
                     user: submission.user.clone(),
                     params: request.params,
                     secrets_given: request.secrets.iter().map(|(kind, _)| *kind).collect(),
+                    queue: request.queue,
                 },
                 context,
                 &at,

@@ -45,6 +45,7 @@ async fn seed(data_dir: &Path) {
                         ..Default::default()
                     }),
                     secrets: vec![(SecretKind::OverwriteFromIndexToken, "carol:hunter2".into())],
+                    queue: Some("iib_serial".into()),
                 }],
             },
             &CommandContext::user(Some("carol@EXAMPLE.COM".into())),

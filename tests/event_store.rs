@@ -29,6 +29,7 @@ fn add(n: usize) -> RequestSubmission {
             SecretKind::OverwriteFromIndexToken,
             "bob:s3cr3t-t0ken".into(),
         )],
+        queue: Some("iib_serial_bob".into()),
     }
 }
 
@@ -89,6 +90,10 @@ async fn submit_progress_complete(db: TestDb) {
     assert_eq!(view["user"], "bob@EXAMPLE.COM");
     assert_eq!(view["batch"], 1);
     assert_eq!(view["request_type"], "add");
+    assert!(
+        view.get("queue").is_none(),
+        "the queue is not part of IIB's JSON"
+    );
     // The token is with the worker, not in the read model.
     assert!(!view.to_string().contains("s3cr3t"));
     let secrets = db.store.secrets(id.get(), Utc::now()).await.unwrap();
@@ -362,6 +367,7 @@ async fn varied_history(bus: &CommandBus) {
         let mut requests = vec![RequestSubmission {
             params,
             secrets: vec![],
+            queue: None,
         }];
         if i % 5 == 0 {
             requests.push(add(i));

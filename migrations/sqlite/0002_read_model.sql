@@ -13,6 +13,7 @@ CREATE TABLE request_views (
     username     TEXT,
     from_index   TEXT,
     index_image  TEXT,
+    queue        TEXT,
     claimed_by   TEXT,
     lease_until  TEXT,
     updated      TEXT    NOT NULL,
@@ -26,6 +27,7 @@ CREATE INDEX request_views_batch ON request_views (batch_id, id);
 CREATE INDEX request_views_type ON request_views (request_type, id);
 CREATE INDEX request_views_from_index ON request_views (from_index, id);
 CREATE INDEX request_views_index_image ON request_views (index_image, id);
+CREATE INDEX request_views_work ON request_views (state, queue, id);
 
 CREATE TABLE batch_views (
     id     INTEGER PRIMARY KEY,

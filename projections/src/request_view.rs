@@ -20,6 +20,9 @@ pub struct RequestRecord {
     pub user: Option<String>,
     pub batch_annotations: Option<Annotations>,
     pub params: RequestParams,
+    /// The queue the request runs on (`None`: the default queue); not in IIB's JSON.
+    #[serde(default)]
+    pub queue: Option<String>,
     pub facts: BuildFacts,
     /// Oldest first; IIB shows it newest first.
     pub history: Vec<StateEntry>,
@@ -46,6 +49,7 @@ impl RequestRecord {
             user,
             params,
             state_reason,
+            queue,
             ..
         } = event
         else {
@@ -57,6 +61,7 @@ impl RequestRecord {
             user: user.clone(),
             batch_annotations,
             params: params.clone(),
+            queue: queue.clone(),
             facts: BuildFacts::default(),
             history: vec![StateEntry {
                 state: RequestState::InProgress,

@@ -164,6 +164,7 @@ mod tests {
                     user: None,
                     params: RequestParams::Rm(RmParams::default()),
                     secrets_given: vec![],
+                    queue: None,
                     state_reason: "The request was initiated".into(),
                 },
             ),

@@ -45,6 +45,7 @@ struct RequestColumns {
     username: Option<String>,
     from_index: Option<String>,
     index_image: Option<String>,
+    queue: Option<String>,
     claimed_by: Option<String>,
     lease_until: Option<String>,
     updated: String,
@@ -85,6 +86,7 @@ impl RequestColumns {
             username: record.user.clone(),
             from_index,
             index_image,
+            queue: record.queue.clone(),
             claimed_by: record.claimed_by.as_ref().map(|w| w.as_str().to_string()),
             lease_until: record.lease_until.as_ref().map(format_time),
             updated: format_time(&record.current().updated),
@@ -157,15 +159,16 @@ impl ReadModelRows<'_> {
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO request_views (id, batch_id, request_type, state, username, from_index, \
-                 index_image, claimed_by, lease_until, updated, record, verbose_json, summary_json) \
+                 index_image, queue, claimed_by, lease_until, updated, record, verbose_json, summary_json) \
                  VALUES {} ON CONFLICT (id) DO UPDATE SET batch_id = excluded.batch_id, \
                  request_type = excluded.request_type, state = excluded.state, \
                  username = excluded.username, from_index = excluded.from_index, \
-                 index_image = excluded.index_image, claimed_by = excluded.claimed_by, \
+                 index_image = excluded.index_image, queue = excluded.queue, \
+                 claimed_by = excluded.claimed_by, \
                  lease_until = excluded.lease_until, updated = excluded.updated, \
                  record = excluded.record, verbose_json = excluded.verbose_json, \
                  summary_json = excluded.summary_json",
-                placeholders(chunk.len(), 13)
+                placeholders(chunk.len(), 14)
             );
             let rows: Vec<RequestColumns> = chunk.iter().map(|r| RequestColumns::of(r)).collect();
             on_tx!(self.tx, conn => {
@@ -179,6 +182,7 @@ impl ReadModelRows<'_> {
                         .bind(&row.username)
                         .bind(&row.from_index)
                         .bind(&row.index_image)
+                        .bind(&row.queue)
                         .bind(&row.claimed_by)
                         .bind(&row.lease_until)
                         .bind(&row.updated)

@@ -26,6 +26,8 @@ pub enum BuildRequestCommand {
         user: Option<String>,
         params: RequestParams,
         secrets_given: Vec<SecretKind>,
+        /// The queue IIB's `IIB_USER_TO_QUEUE` routes it to; `None` is the default queue.
+        queue: Option<String>,
     },
     /// A worker takes the request until `lease_until`; an expired claim may be taken over.
     Claim {

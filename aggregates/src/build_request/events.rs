@@ -20,6 +20,8 @@ pub enum BuildRequestEvent {
         params: RequestParams,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         secrets_given: Vec<SecretKind>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
         state_reason: String,
     },
     RequestClaimed {

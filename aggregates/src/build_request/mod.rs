@@ -126,6 +126,7 @@ impl BuildRequest {
                 user,
                 params,
                 mut secrets_given,
+                queue,
             } => {
                 if let Some(id) = self.id {
                     return Err(BuildRequestError::AlreadySubmitted(id));
@@ -144,6 +145,7 @@ impl BuildRequest {
                     user,
                     params,
                     secrets_given,
+                    queue,
                     state_reason: INITIAL_STATE_REASON.to_string(),
                 }])
             }

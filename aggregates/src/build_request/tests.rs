@@ -32,6 +32,7 @@ fn submitted() -> BuildRequestEvent {
         user: Some("alice@EXAMPLE.COM".into()),
         params: add_params(),
         secrets_given: vec![SecretKind::OverwriteFromIndexToken],
+        queue: Some("iib_serial".into()),
         state_reason: INITIAL_STATE_REASON.into(),
     }
 }
@@ -64,6 +65,7 @@ fn submit_records_the_request_with_iibs_initial_reason_and_only_secret_kinds() {
                 SecretKind::OverwriteFromIndexToken,
                 SecretKind::OverwriteFromIndexToken,
             ],
+            queue: Some("iib_serial".into()),
         })
         .then_expect_events(vec![submitted()]);
 }
@@ -78,6 +80,7 @@ fn a_request_is_submitted_once() {
             user: None,
             params: add_params(),
             secrets_given: vec![],
+            queue: None,
         })
         .then_expect_error(BuildRequestError::AlreadySubmitted(
             RequestId::new(7).unwrap(),
@@ -97,6 +100,7 @@ fn a_secret_the_type_does_not_take_is_rejected() {
                 ..Default::default()
             }),
             secrets_given: vec![SecretKind::OverwriteFromIndexToken],
+            queue: None,
         })
         .then_expect_error_message(
             "a create-empty-index request does not accept \"overwrite_from_index_token\"",
@@ -440,6 +444,7 @@ fn regenerate_bundle_records_its_own_facts() {
             ..Default::default()
         }),
         secrets_given: vec![],
+        queue: None,
         state_reason: INITIAL_STATE_REASON.into(),
     };
     let facts = BuildFacts {

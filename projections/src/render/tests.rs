@@ -18,6 +18,7 @@ fn record(params: RequestParams) -> RequestRecord {
         user: Some("tbrady@DOMAIN.LOCAL".into()),
         batch_annotations: None,
         params,
+        queue: None,
         facts: BuildFacts::default(),
         history: vec![StateEntry {
             state: RequestState::InProgress,
