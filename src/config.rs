@@ -46,6 +46,10 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_TLS_KEY", Text, None),
     s("IIB_SECRET_LIFETIME_SECONDS", Integer, Some("259200")),
     s("IIB_INSECURE_REGISTRIES", List, Some("[]")),
+    s("IIB_AUTH_USER_HEADER", Text, Some("X-Remote-User")),
+    s("IIB_TRUSTED_PROXIES", List, Some(r#"["127.0.0.1","::1"]"#)),
+    s("IIB_PUBLIC_URL", Text, None),
+    s("IIB_MAX_BODY_BYTES", Integer, Some("16777216")),
     // IIB's web settings.
     s("IIB_ADDITIONAL_LOGGERS", List, Some("[]")),
     s("IIB_AWS_S3_BUCKET_NAME", Text, None),

@@ -198,9 +198,12 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
         tracing::info!(%addr, "iib API listening");
         let app = iib::api::router(iib::api::ApiState {
             store: store.clone(),
+            bus: bus.clone(),
+            api: std::sync::Arc::new(iib::api::ApiSettings::from_config(config)?),
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.wait().await })
                 .await

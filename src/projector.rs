@@ -185,6 +185,10 @@ async fn write(rows: &mut ReadModelRows<'_>, views: &Views) -> Result<(), StoreE
         .map(|id| &views.requests[id])
         .collect();
     rows.put_requests(&requests).await?;
+    let mut images: Vec<&str> = requests.iter().flat_map(|r| r.pull_specs()).collect();
+    images.sort_unstable();
+    images.dedup();
+    rows.put_images(&images).await?;
     let finished: Vec<u64> = views.finished_requests.iter().copied().collect();
     rows.delete_secrets(&finished).await
 }

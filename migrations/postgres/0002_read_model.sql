@@ -34,3 +34,9 @@ CREATE TABLE batch_views (
     state  TEXT NOT NULL,
     record TEXT NOT NULL
 );
+
+-- Every pull spec any request has named (IIB's `image` table): the list filters `from_index`,
+-- `from_index_startswith` and `index_image` reject pull specs never seen.
+CREATE TABLE images (
+    pull_spec TEXT PRIMARY KEY
+);

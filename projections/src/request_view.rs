@@ -75,6 +75,78 @@ impl RequestRecord {
         })
     }
 
+    /// Every pull spec the request names, asked for or learned (IIB's `image` rows).
+    pub fn pull_specs(&self) -> Vec<&str> {
+        fn opt<'a>(specs: &mut Vec<&'a str>, spec: &'a Option<String>) {
+            if let Some(spec) = spec {
+                specs.push(spec)
+            }
+        }
+        let mut specs: Vec<&str> = Vec::new();
+        let mut one = |spec| opt(&mut specs, spec);
+        match &self.params {
+            RequestParams::Add(p) => {
+                one(&p.from_index);
+                one(&p.binary_image);
+            }
+            RequestParams::Rm(p) => {
+                one(&p.from_index);
+                one(&p.binary_image);
+            }
+            RequestParams::RegenerateBundle(_) | RequestParams::RecursiveRelatedBundles(_) => {}
+            RequestParams::MergeIndexImage(p) => {
+                one(&p.target_index);
+                one(&p.binary_image);
+            }
+            RequestParams::CreateEmptyIndex(p) => one(&p.binary_image),
+            RequestParams::FbcOperations(p) => one(&p.binary_image),
+            RequestParams::AddDeprecations(p) => one(&p.binary_image),
+        }
+        let f = &self.facts;
+        for spec in [
+            &f.binary_image,
+            &f.binary_image_resolved,
+            &f.from_index_resolved,
+            &f.index_image,
+            &f.index_image_resolved,
+            &f.internal_index_image_copy,
+            &f.internal_index_image_copy_resolved,
+            &f.bundle_image,
+            &f.from_bundle_image_resolved,
+            &f.source_from_index_resolved,
+            &f.target_index_resolved,
+            &f.parent_bundle_image_resolved,
+            &f.fbc_fragment_resolved,
+        ] {
+            one(spec);
+        }
+        match &self.params {
+            RequestParams::Add(p) => {
+                specs.extend(p.bundles.iter().map(String::as_str));
+                specs.extend(p.deprecation_list.iter().map(String::as_str));
+            }
+            RequestParams::RegenerateBundle(p) => specs.push(&p.from_bundle_image),
+            RequestParams::MergeIndexImage(p) => {
+                specs.push(&p.source_from_index);
+                specs.extend(p.deprecation_list.iter().map(String::as_str));
+            }
+            RequestParams::CreateEmptyIndex(p) => specs.push(&p.from_index),
+            RequestParams::RecursiveRelatedBundles(p) => specs.push(&p.parent_bundle_image),
+            RequestParams::FbcOperations(p) => {
+                specs.push(&p.from_index);
+                specs.extend(p.fbc_fragments.iter().map(String::as_str));
+            }
+            RequestParams::AddDeprecations(p) => specs.push(&p.from_index),
+            RequestParams::Rm(_) => {}
+        }
+        if let Some(resolved) = &f.fbc_fragments_resolved {
+            specs.extend(resolved.iter().map(String::as_str));
+        }
+        specs.sort_unstable();
+        specs.dedup();
+        specs
+    }
+
     pub fn current(&self) -> &StateEntry {
         self.history
             .last()

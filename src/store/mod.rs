@@ -42,7 +42,7 @@ mod repository;
 mod secrets;
 
 pub use events::{NewEvent, RawEvent, StoredEvent};
-pub use read_model::ReadModelRows;
+pub use read_model::{ListFilter, ListPage, ReadModelRows};
 pub use secrets::Secret;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

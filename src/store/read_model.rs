@@ -126,6 +126,7 @@ impl ReadModelRows<'_> {
         on_tx!(self.tx, conn => {
             sqlx::query("DELETE FROM request_views").execute(&mut *conn).await?;
             sqlx::query("DELETE FROM batch_views").execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM images").execute(&mut *conn).await?;
         });
         self.set_checkpoint(0).await
     }
@@ -189,6 +190,24 @@ impl ReadModelRows<'_> {
                         .bind(&row.record)
                         .bind(&row.verbose)
                         .bind(&row.summary);
+                }
+                query.execute(conn).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Records pull specs as known (IIB's `image` table).
+    pub async fn put_images(&mut self, specs: &[&str]) -> Result<(), StoreError> {
+        for chunk in specs.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO images (pull_spec) VALUES {} ON CONFLICT (pull_spec) DO NOTHING",
+                placeholders(chunk.len(), 1)
+            );
+            on_tx!(self.tx, conn => {
+                let mut query = sqlx::query(&sql);
+                for spec in chunk {
+                    query = query.bind(*spec);
                 }
                 query.execute(conn).await?;
             });
@@ -294,5 +313,147 @@ impl Store {
                 .fetch_one(pool)
                 .await?
         }))
+    }
+}
+
+/// The filters of `GET /builds`, already validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub batch: Option<i64>,
+    pub request_type: Option<String>,
+    pub user: Option<String>,
+    pub from_index: Option<String>,
+    pub from_index_startswith: Option<String>,
+    pub index_image: Option<String>,
+}
+
+/// One page of `GET /builds`: the total that matches and the rows' JSON, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    pub total: i64,
+    pub items: Vec<String>,
+}
+
+impl ListFilter {
+    /// `WHERE ...` with `$1..` placeholders, and the values to bind, in order.
+    fn sql(&self) -> (String, Vec<SqlValue>) {
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        let mut add = |clause: &str, value: SqlValue| {
+            values.push(value);
+            clauses.push(clause.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(v) = &self.state {
+            add("state = ?", SqlValue::Text(v.clone()));
+        }
+        if let Some(v) = self.batch {
+            add("batch_id = ?", SqlValue::Int(v));
+        }
+        if let Some(v) = &self.request_type {
+            add("request_type = ?", SqlValue::Text(v.clone()));
+        }
+        if let Some(v) = &self.user {
+            add("username = ?", SqlValue::Text(v.clone()));
+        }
+        if let Some(v) = &self.from_index {
+            add("from_index = ?", SqlValue::Text(v.clone()));
+        }
+        if let Some(v) = &self.from_index_startswith {
+            // Portable and free of LIKE's wildcards.
+            add(
+                "substr(from_index, 1, length(?)) = ?",
+                SqlValue::Text(v.clone()),
+            );
+        }
+        if let Some(v) = &self.index_image {
+            add("index_image = ?", SqlValue::Text(v.clone()));
+        }
+        if clauses.is_empty() {
+            (String::new(), values)
+        } else {
+            (format!(" WHERE {}", clauses.join(" AND ")), values)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+macro_rules! bind_all {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                SqlValue::Text(v) => query.bind(v.clone()),
+                SqlValue::Int(v) => query.bind(*v),
+            };
+        }
+        query
+    }};
+}
+
+impl Store {
+    /// A page of requests matching `filter`, newest first.
+    pub async fn list_requests(
+        &self,
+        filter: &ListFilter,
+        page: i64,
+        per_page: i64,
+        verbose: bool,
+    ) -> Result<ListPage, StoreError> {
+        // `substr(x, 1, length($n)) = $n` names one placeholder twice: both databases bind it
+        // once.
+        let (where_sql, values) = filter.sql();
+        let column = if verbose {
+            "verbose_json"
+        } else {
+            "summary_json"
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM request_views{where_sql}");
+        let n = values.len();
+        let page_sql = format!(
+            "SELECT {column} FROM request_views{where_sql} ORDER BY id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let offset = (page - 1).saturating_mul(per_page);
+        let (total, items) = on_pool!(self, pool => {
+            let total: i64 = bind_all!(sqlx::query_scalar(&count_sql), &values)
+                .fetch_one(pool)
+                .await?;
+            let items: Vec<String> = bind_all!(sqlx::query_scalar(&page_sql), &values)
+                .bind(per_page)
+                .bind(offset)
+                .fetch_all(pool)
+                .await?;
+            (total, items)
+        });
+        Ok(ListPage { total, items })
+    }
+
+    /// Whether any request ever named this pull spec.
+    pub async fn image_known(&self, pull_spec: &str) -> Result<bool, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM images WHERE pull_spec = $1")
+                .bind(pull_spec)
+                .fetch_one(pool)
+                .await?
+        }) > 0)
+    }
+
+    /// Whether any known pull spec starts with `prefix`.
+    pub async fn image_prefix_known(&self, prefix: &str) -> Result<bool, StoreError> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM images WHERE substr(pull_spec, 1, length($1)) = $1",
+            )
+            .bind(prefix)
+            .fetch_one(pool)
+            .await?
+        }) > 0)
     }
 }

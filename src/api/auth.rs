@@ -1,0 +1,149 @@
+//! Who is calling. IIB takes the user from `REMOTE_USER`, set by Apache's mod_auth_gssapi
+//! (Kerberos); we take it from a header (`IIB_AUTH_USER_HEADER`, default `X-Remote-User`) that
+//! an authenticating reverse proxy sets, and only when the connection comes from one of
+//! `IIB_TRUSTED_PROXIES`: anyone else could set the header themselves. `deploy/` has a proxy
+//! configuration. With `LOGIN_DISABLED=true` everyone is anonymous and may write.
+
+use crate::api::error::ApiError;
+use crate::config::Config;
+use axum::http::HeaderMap;
+use std::net::{IpAddr, SocketAddr};
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub login_disabled: bool,
+    pub user_header: String,
+    pub trusted_proxies: Vec<IpAddr>,
+    pub worker_usernames: Vec<String>,
+}
+
+impl AuthConfig {
+    pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
+        let list = |key: &str| -> Vec<String> {
+            config
+                .get(key)
+                .and_then(|v| v.as_array())
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let trusted_proxies = list("IIB_TRUSTED_PROXIES")
+            .into_iter()
+            .map(|ip| {
+                ip.parse()
+                    .map_err(|_| crate::config::ConfigError::Malformed {
+                        key: "IIB_TRUSTED_PROXIES".into(),
+                        expected: "a JSON array of IP addresses",
+                        value: ip.clone(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            login_disabled: config.flag("LOGIN_DISABLED"),
+            user_header: config
+                .text("IIB_AUTH_USER_HEADER")
+                .unwrap_or("X-Remote-User")
+                .to_string(),
+            trusted_proxies,
+            worker_usernames: list("IIB_WORKER_USERNAMES"),
+        })
+    }
+
+    /// The authenticated user of a call, if any.
+    pub fn user(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<String> {
+        let peer = peer?;
+        let trusted = self
+            .trusted_proxies
+            .iter()
+            .any(|ip| *ip == peer.ip() || Some(*ip) == canonical(peer.ip()));
+        if !trusted {
+            return None;
+        }
+        let user = headers.get(&self.user_header)?.to_str().ok()?.trim();
+        (!user.is_empty()).then(|| user.to_string())
+    }
+
+    /// IIB's `login_required`: a user, or `LOGIN_DISABLED`.
+    pub fn require_login(&self, user: &Option<String>) -> Result<(), ApiError> {
+        if user.is_some() || self.login_disabled {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
+    /// IIB's check for the worker-only `PATCH`.
+    pub fn require_worker(&self, user: &Option<String>) -> Result<(), ApiError> {
+        self.require_login(user)?;
+        match user {
+            Some(user) if !self.worker_usernames.contains(user) => Err(ApiError::forbidden(
+                "This API endpoint is restricted to IIB workers",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `::ffff:127.0.0.1` is 127.0.0.1.
+fn canonical(ip: IpAddr) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> AuthConfig {
+        AuthConfig {
+            login_disabled: false,
+            user_header: "X-Remote-User".into(),
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            worker_usernames: vec!["worker@DOMAIN.LOCAL".into()],
+        }
+    }
+
+    fn headers(user: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-remote-user", user.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn the_user_header_counts_only_from_a_trusted_proxy() {
+        let a = auth();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let stranger: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        assert_eq!(a.user(Some(local), &headers("bob")), Some("bob".into()));
+        assert_eq!(a.user(Some(mapped), &headers("bob")), Some("bob".into()));
+        assert_eq!(a.user(Some(stranger), &headers("bob")), None);
+        assert_eq!(a.user(Some(local), &headers("  ")), None);
+    }
+
+    #[test]
+    fn writes_need_a_user_and_patch_needs_a_worker() {
+        let a = auth();
+        assert_eq!(a.require_login(&None).unwrap_err().status, 401);
+        assert!(a.require_login(&Some("bob".into())).is_ok());
+        assert_eq!(
+            a.require_worker(&Some("bob".into())).unwrap_err().message,
+            "This API endpoint is restricted to IIB workers"
+        );
+        assert!(a
+            .require_worker(&Some("worker@DOMAIN.LOCAL".into()))
+            .is_ok());
+        let open = AuthConfig {
+            login_disabled: true,
+            ..auth()
+        };
+        assert!(open.require_login(&None).is_ok());
+        assert!(open.require_worker(&None).is_ok());
+    }
+}
