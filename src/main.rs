@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use futures_util::FutureExt;
 use iib::command_bus::CommandBus;
 use iib::config::Config;
 use iib::projector::Projector;
@@ -192,22 +193,47 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
     }
     if api {
         let addr = config.listen_addr()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr} (IIB_LISTEN_ADDR)"))?;
-        tracing::info!(%addr, "iib API listening");
+        listener.set_nonblocking(true)?;
+        let settings = iib::api::ApiSettings::from_config(config)?;
+        let tls = match (config.text("IIB_TLS_CERT"), config.text("IIB_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!("cannot load the TLS certificate {cert} and key {key} (IIB_TLS_CERT, IIB_TLS_KEY)")
+                    })?,
+            ),
+            (None, None) => None,
+            _ => bail!("set both IIB_TLS_CERT and IIB_TLS_KEY to serve HTTPS, or neither"),
+        };
         let app = iib::api::router(iib::api::ApiState {
             store: store.clone(),
             bus: bus.clone(),
-            api: std::sync::Arc::new(iib::api::ApiSettings::from_config(config)?),
-        });
+            api: std::sync::Arc::new(settings),
+        })
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tracing::info!(%addr, https = tls.is_some(), "iib API listening");
+        let handle = axum_server::Handle::new();
         let stop = shutdown.clone();
+        let stopping = handle.clone();
         tasks.spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.wait().await })
-                .await
-            {
+            stop.wait().await;
+            stopping.graceful_shutdown(Some(Duration::from_secs(30)));
+        });
+        let served = match tls {
+            Some(tls) => axum_server::from_tcp_rustls(listener, tls)?
+                .handle(handle)
+                .serve(app)
+                .boxed(),
+            None => axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(app)
+                .boxed(),
+        };
+        tasks.spawn(async move {
+            if let Err(e) = served.await {
                 tracing::error!(error = %e, "the API server stopped");
             }
         });

@@ -72,7 +72,7 @@ async fn migrate_replay_and_rebuild_from_the_command_line() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "applied migrations: event_store, read_model\n"
+        "applied migrations: event_store, read_model, idempotency\n"
     );
     let out = iib(dir.path(), &["migrate"]);
     assert_eq!(text(&out.stdout), "the database is up to date\n");
@@ -183,7 +183,10 @@ async fn serve_runs_on_the_embedded_default_and_shuts_down_on_sigterm() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(health, (200, r#"{"status":"Health check OK"}"#.to_string()));
+    assert_eq!(
+        health,
+        (200, "{\"status\":\"Health check OK\"}\n".to_string())
+    );
     // The projector ran at start-up: the seeded request is served from the read model.
     let (status, body) = loop {
         let answer = http_get(&addr, "/api/v1/builds/1").await.unwrap();
@@ -202,7 +205,10 @@ async fn serve_runs_on_the_embedded_default_and_shuts_down_on_sigterm() {
     let (status, body) = http_get(&addr, "/api/v1/builds/99").await.unwrap();
     assert_eq!(
         (status, body.as_str()),
-        (404, r#"{"error":"The requested resource was not found"}"#)
+        (
+            404,
+            "{\"error\":\"The requested resource was not found\"}\n"
+        )
     );
 
     // SIGTERM: a clean, prompt exit.

@@ -6,7 +6,6 @@ use crate::command_bus::CommandError;
 use crate::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 /// IIB's text for every 404.
@@ -59,7 +58,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        super::json_response(self.status, &json!({ "error": self.message }))
     }
 }
 

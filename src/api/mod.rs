@@ -5,9 +5,12 @@
 pub mod auth;
 pub mod builds;
 pub mod error;
+pub mod idempotency;
 pub mod links;
 pub mod queues;
 pub mod request_id;
+pub mod submit;
+pub mod validate;
 
 use crate::command_bus::CommandBus;
 use crate::config::Config;
@@ -16,7 +19,7 @@ use auth::AuthConfig;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use links::LinkConfig;
@@ -34,6 +37,9 @@ pub struct ApiSettings {
     /// Whether we serve HTTPS ourselves (the scheme of absolute URLs).
     pub tls: bool,
     pub max_body_bytes: usize,
+    /// What validation reads from the settings (`authenticated` is set per call).
+    pub rules: validate::Rules,
+    pub user_to_queue: Map<String, Value>,
 }
 
 impl ApiSettings {
@@ -51,6 +57,20 @@ impl ApiSettings {
                 .integer("IIB_MAX_BODY_BYTES")
                 .unwrap_or(16 << 20)
                 .max(1024) as usize,
+            rules: validate::Rules {
+                binary_image_config_empty: config
+                    .get("IIB_BINARY_IMAGE_CONFIG")
+                    .and_then(Value::as_object)
+                    .is_none_or(Map::is_empty),
+                graph_mode_options: strings(config, "IIB_GRAPH_MODE_OPTIONS"),
+                graph_mode_index_allow_list: strings(config, "IIB_GRAPH_MODE_INDEX_ALLOW_LIST"),
+                authenticated: false,
+            },
+            user_to_queue: config
+                .get("IIB_USER_TO_QUEUE")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 
@@ -82,11 +102,37 @@ impl ApiSettings {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_is_escaped_as_python_does() {
+        assert_eq!(
+            escape_non_ascii(r#"{"a":"é😀"}"#),
+            r#"{"a":"\u00e9\ud83d\ude00"}"#
+        );
+    }
+}
+
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
     pub bus: CommandBus,
     pub api: Arc<ApiSettings>,
+}
+
+fn strings(config: &Config, key: &str) -> Vec<String> {
+    config
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `scheme://host` for absolute URLs in answers.
@@ -103,7 +149,13 @@ pub(crate) fn base_url(state: &ApiState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-pub(crate) fn raw_json_response(status: StatusCode, body: String) -> Response {
+/// A JSON body as Flask's `jsonify` writes it: compact, non-ASCII escaped as `\uXXXX`, and a
+/// final newline.
+pub(crate) fn raw_json_response(status: StatusCode, mut body: String) -> Response {
+    if !body.is_ascii() {
+        body = escape_non_ascii(&body);
+    }
+    body.push('\n');
     (
         status,
         [(
@@ -113,6 +165,23 @@ pub(crate) fn raw_json_response(status: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Python's `ensure_ascii`: in serialized JSON non-ASCII characters occur only inside strings,
+/// where `\uXXXX` (UTF-16, surrogate pairs beyond the BMP) means the same.
+fn escape_non_ascii(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// Serializes as Flask's `jsonify` does: sorted keys (serde_json's map is ordered).
@@ -126,6 +195,37 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/healthcheck", get(healthcheck))
         .route("/api/v1/builds", get(builds::list))
         .route("/api/v1/builds/{id}", get(builds::get_one))
+        .route("/api/v1/builds/add", post(submit::add))
+        .route("/api/v1/builds/rm", post(submit::rm))
+        .route("/api/v1/builds/add-rm-batch", post(submit::add_rm_batch))
+        .route(
+            "/api/v1/builds/regenerate-bundle",
+            post(submit::regenerate_bundle),
+        )
+        .route(
+            "/api/v1/builds/regenerate-bundle-batch",
+            post(submit::regenerate_bundle_batch),
+        )
+        .route(
+            "/api/v1/builds/merge-index-image",
+            post(submit::merge_index_image),
+        )
+        .route(
+            "/api/v1/builds/create-empty-index",
+            post(submit::create_empty_index),
+        )
+        .route(
+            "/api/v1/builds/recursive-related-bundles",
+            post(submit::recursive_related_bundles),
+        )
+        .route(
+            "/api/v1/builds/fbc-operations",
+            post(submit::fbc_operations),
+        )
+        .route(
+            "/api/v1/builds/add-deprecations",
+            post(submit::add_deprecations),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

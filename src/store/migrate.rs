@@ -24,6 +24,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_read_model.sql"),
         postgres: include_str!("../../migrations/postgres/0002_read_model.sql"),
     },
+    Migration {
+        version: 3,
+        name: "idempotency",
+        sqlite: include_str!("../../migrations/sqlite/0003_idempotency.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_idempotency.sql"),
+    },
 ];
 
 impl Store {

@@ -36,12 +36,14 @@ macro_rules! on_tx {
 }
 
 mod events;
+mod idempotency;
 mod migrate;
 mod read_model;
 mod repository;
 mod secrets;
 
 pub use events::{NewEvent, RawEvent, StoredEvent};
+pub use idempotency::KeyState;
 pub use read_model::{ListFilter, ListPage, ReadModelRows};
 pub use secrets::Secret;
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use iib::store::Store;
 use sqlx::Connection;
 

@@ -1,0 +1,347 @@
+//! Creating requests: every `POST /builds/...` endpoint. Each checks the caller (IIB's
+//! `login_required`), reads the JSON body as Flask does, validates it (`validate`), routes it
+//! to a queue, submits it through the command bus and answers 201 with IIB's JSON, read back
+//! from the read model.
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::idempotency;
+use crate::api::queues::user_queue;
+use crate::api::request_id::RequestId;
+use crate::api::validate::{self, Payload, Rules, Validated};
+use crate::api::{base_url, json_response, ApiState};
+use crate::command_bus::{CommandContext, Submission};
+use crate::projector::Projector;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+
+/// The JSON body of a call, as Flask's `request.get_json()` reads it.
+pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+    let mimetype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let is_json = mimetype == "application/json"
+        || (mimetype.starts_with("application/") && mimetype.ends_with("+json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Did not attempt to load JSON data because the request Content-Type was not \
+             'application/json'.",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_request(
+            "The browser (or proxy) sent a request that this server could not understand.",
+        )
+    })
+}
+
+fn object(value: Value) -> ApiResult<Payload> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::bad_request(
+            "The input data must be a JSON object",
+        )),
+    }
+}
+
+/// Who calls, checked as IIB's `login_required` does.
+pub struct Caller {
+    pub user: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Where a call comes from: the peer address and the call's request id.
+#[derive(Debug, Clone, Default)]
+pub struct CallInfo {
+    pub peer: Option<SocketAddr>,
+    pub request_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+        })
+    }
+}
+
+/// The caller of a write, checked as IIB's `login_required` does.
+pub(crate) fn caller(state: &ApiState, call: &CallInfo, headers: &HeaderMap) -> ApiResult<Caller> {
+    let user = state.api.auth.user(call.peer, headers);
+    state.api.auth.require_login(&user)?;
+    Ok(Caller {
+        user,
+        request_id: call.request_id.clone(),
+    })
+}
+
+fn rules(state: &ApiState, caller: &Caller) -> Rules {
+    Rules {
+        authenticated: caller.user.is_some(),
+        ..state.api.rules.clone()
+    }
+}
+
+/// Routes each request to its queue, submits them as one batch, and answers with their JSON.
+async fn submit(
+    state: &ApiState,
+    headers: &HeaderMap,
+    caller: &Caller,
+    annotations: Option<Map<String, Value>>,
+    requests: Vec<Validated>,
+    body: &Bytes,
+    as_list: bool,
+) -> ApiResult<Response> {
+    let key = idempotency::key(headers)?;
+    if let Some(key) = &key {
+        if let Some(existing) = idempotency::existing(state, key, caller, body).await? {
+            return answer(state, headers, &existing, as_list).await;
+        }
+    }
+    let submissions = requests
+        .into_iter()
+        .map(|v| {
+            let mut submission = v.submission;
+            submission.queue = user_queue(
+                &state.api.user_to_queue,
+                caller.user.as_deref(),
+                v.serial,
+                v.queue_index.as_deref(),
+            );
+            submission
+        })
+        .collect();
+    let context = CommandContext {
+        user: caller.user.clone(),
+        worker: None,
+        correlation_id: caller.request_id.clone(),
+    };
+    let submitted = match state
+        .bus
+        .submit(
+            Submission {
+                user: caller.user.clone(),
+                annotations,
+                requests: submissions,
+            },
+            &context,
+        )
+        .await
+    {
+        Ok(submitted) => submitted,
+        Err(e) => {
+            if let Some(key) = &key {
+                idempotency::release(state, key, caller).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let ids: Vec<u64> = submitted.requests.iter().map(|id| id.get()).collect();
+    if let Some(key) = &key {
+        idempotency::remember(state, key, caller, &ids).await?;
+    }
+    tracing::info!(batch = submitted.batch.get(), requests = ?ids, "submitted");
+    answer(state, headers, &ids, as_list).await
+}
+
+/// IIB answers a new request with its verbose JSON (a list of them for batch endpoints).
+async fn answer(
+    state: &ApiState,
+    headers: &HeaderMap,
+    ids: &[u64],
+    as_list: bool,
+) -> ApiResult<Response> {
+    Projector::new(state.store.clone()).catch_up().await?;
+    let base = base_url(state, headers);
+    let mut items = Vec::with_capacity(ids.len());
+    for id in ids {
+        let stored = state.store.request_json(*id, true).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the new request is not in the read model",
+            )
+        })?;
+        let mut request: Map<String, Value> = serde_json::from_str(&stored)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        state.api.links.add_links(&mut request, &base, true);
+        items.push(Value::Object(request));
+    }
+    let body = if as_list {
+        Value::Array(items)
+    } else {
+        items.pop().unwrap_or(Value::Null)
+    };
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
+type Validator = fn(Payload, &Rules) -> ApiResult<Validated>;
+
+async fn single(
+    state: ApiState,
+    call: CallInfo,
+    headers: HeaderMap,
+    body: Bytes,
+    validator: Validator,
+) -> ApiResult<Response> {
+    let caller = caller(&state, &call, &headers)?;
+    let payload = object(json_body(&headers, &body)?)?;
+    let validated = validator(payload, &rules(&state, &caller))?;
+    submit(
+        &state,
+        &headers,
+        &caller,
+        None,
+        vec![validated],
+        &body,
+        false,
+    )
+    .await
+}
+
+macro_rules! single_endpoint {
+    ($name:ident, $validator:path) => {
+        pub async fn $name(
+            State(state): State<ApiState>,
+            call: CallInfo,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> ApiResult<Response> {
+            single(state, call, headers, body, $validator).await
+        }
+    };
+}
+
+single_endpoint!(add, validate::add);
+single_endpoint!(rm, validate::rm);
+single_endpoint!(regenerate_bundle, validate::regenerate_bundle);
+single_endpoint!(merge_index_image, validate::merge_index_image);
+single_endpoint!(create_empty_index, validate::create_empty_index);
+single_endpoint!(
+    recursive_related_bundles,
+    validate::recursive_related_bundles
+);
+single_endpoint!(fbc_operations, validate::fbc_operations);
+single_endpoint!(add_deprecations, validate::add_deprecations);
+
+/// IIB's `Batch.validate_batch_request_params`.
+/// A batch body: its build requests and annotations.
+type BatchBody = (Vec<Value>, Option<Map<String, Value>>);
+
+fn batch_payload(value: Value) -> ApiResult<BatchBody> {
+    let invalid = || {
+        ApiError::bad_request(
+            "The input data must be a JSON object and the \"build_requests\" value must be a \
+             non-empty array",
+        )
+    };
+    let Value::Object(mut payload) = value else {
+        return Err(invalid());
+    };
+    let requests = match payload.remove("build_requests") {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        _ => return Err(invalid()),
+    };
+    let annotations = match payload.remove("annotations") {
+        None => None,
+        Some(Value::Object(a)) => Some(a),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "The value of \"annotations\" must be a JSON object",
+            ))
+        }
+    };
+    Ok((requests, annotations))
+}
+
+/// IIB's suffix on a batch item's validation error; a 403 keeps its own text.
+fn in_batch(error: ApiError, items: &[Value], item: &Value) -> ApiError {
+    if error.status != StatusCode::BAD_REQUEST {
+        return error;
+    }
+    let index = items.iter().position(|i| i == item).unwrap_or(0);
+    ApiError::bad_request(format!(
+        "{}. This occurred on the build request in index {index}.",
+        error.message.trim_end_matches('.')
+    ))
+}
+
+async fn batch(
+    state: ApiState,
+    call: CallInfo,
+    headers: HeaderMap,
+    body: Bytes,
+    validate_item: fn(Value, &Rules) -> ApiResult<Validated>,
+) -> ApiResult<Response> {
+    let caller = caller(&state, &call, &headers)?;
+    let (items, annotations) = batch_payload(json_body(&headers, &body)?)?;
+    let rules = rules(&state, &caller);
+    let mut validated = Vec::with_capacity(items.len());
+    for item in &items {
+        validated.push(validate_item(item.clone(), &rules).map_err(|e| in_batch(e, &items, item))?);
+    }
+    submit(
+        &state,
+        &headers,
+        &caller,
+        annotations,
+        validated,
+        &body,
+        true,
+    )
+    .await
+}
+
+fn add_or_rm(item: Value, rules: &Rules) -> ApiResult<Validated> {
+    let not_add_rm = || ApiError::bad_request("Build request is not a valid Add/Rm request.");
+    let Value::Object(payload) = item else {
+        return Err(not_add_rm());
+    };
+    if validate::truthy(payload.get("operators")) {
+        validate::rm(payload, rules)
+    } else if validate::truthy(payload.get("bundles")) {
+        validate::add(payload, rules)
+    } else {
+        Err(not_add_rm())
+    }
+}
+
+fn regenerate_item(item: Value, rules: &Rules) -> ApiResult<Validated> {
+    validate::regenerate_bundle(object(item)?, rules)
+}
+
+pub async fn add_rm_batch(
+    State(state): State<ApiState>,
+    call: CallInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    batch(state, call, headers, body, add_or_rm).await
+}
+
+pub async fn regenerate_bundle_batch(
+    State(state): State<ApiState>,
+    call: CallInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    batch(state, call, headers, body, regenerate_item).await
+}

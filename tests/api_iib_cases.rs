@@ -1,0 +1,113 @@
+//! IIB's own API test cases (tests/test_web/test_api_v1.py, recorded as data in
+//! tests/data/iib_api_cases.json), replayed against a real `iib serve`: every POST validation
+//! and auth case must get IIB's status and exact message.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use support::server::Server;
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/iib_api_cases.json"
+    ))
+    .unwrap();
+    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+    all.into_iter()
+        .filter(|c| c.get("skipped").is_none())
+        .collect()
+}
+
+/// IIB's test configuration (its `TestingConfig`) plus a case's overrides, as our settings.
+fn settings(overrides: &Value, dir: &std::path::Path) -> BTreeMap<String, String> {
+    let mut s = BTreeMap::new();
+    let logs = dir.join("logs");
+    s.insert(
+        "IIB_WORKER_USERNAMES".into(),
+        r#"["worker@DOMAIN.LOCAL"]"#.into(),
+    );
+    s.insert("IIB_REQUEST_LOGS_DIR".into(), logs.display().to_string());
+    s.insert(
+        "IIB_REQUEST_RELATED_BUNDLES_DIR".into(),
+        dir.join("related").display().to_string(),
+    );
+    s.insert(
+        "IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR".into(),
+        dir.join("recursive").display().to_string(),
+    );
+    if let Some(map) = overrides.as_object() {
+        for (key, value) in map {
+            let text = match value {
+                Value::String(v) => v.clone(),
+                other => other.to_string(),
+            };
+            s.insert(key.clone(), text);
+        }
+    }
+    s
+}
+
+async fn send(client: &reqwest::Client, server: &Server, case: &Value) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(case["method"].as_str().unwrap().as_bytes()).unwrap();
+    let mut request = client.request(method, server.url(case["path"].as_str().unwrap()));
+    if let Some(user) = case["remote_user"].as_str() {
+        request = request.header("X-Remote-User", user);
+    }
+    if !case["body"].is_null() {
+        request = request.json(&case["body"]);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_validation_and_auth_errors_match_iib() {
+    let cases: Vec<Value> = cases()
+        .into_iter()
+        .filter(|c| {
+            c["method"] == "POST"
+                && matches!(
+                    c["kind"].as_str(),
+                    Some("post_validation_error" | "post_auth_error")
+                )
+        })
+        .collect();
+    assert!(cases.len() >= 80, "the recorded cases are missing");
+    // One server per distinct configuration.
+    let mut by_config: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for case in &cases {
+        by_config
+            .entry(case["config"].to_string())
+            .or_default()
+            .push(case);
+    }
+    let client = reqwest::Client::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (config, group) in by_config {
+        let overrides: Value = serde_json::from_str(&config).unwrap();
+        let server = Server::start(&settings(&overrides, scratch.path())).await;
+        for case in group {
+            let (status, body) = send(&client, &server, case).await;
+            let want_status = case["status"].as_u64().unwrap() as u16;
+            let want_error = &case["error"];
+            if status != want_status || &body["error"] != want_error {
+                failures.push(format!(
+                    "{}\n    sent   {}\n    want   {} {}\n    got    {} {}",
+                    case["test"], case["body"], want_status, want_error, status, body
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from IIB:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
