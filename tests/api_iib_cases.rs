@@ -197,3 +197,93 @@ async fn successful_posts_answer_iibs_json() {
         failures.join("\n")
     );
 }
+
+/// A request of `request_type` made through the API, to PATCH.
+async fn create(client: &reqwest::Client, server: &Server, request_type: &str) -> u64 {
+    let (path, body) = match request_type {
+        "add" => (
+            "add",
+            serde_json::json!({"binary_image": "quay.io/add/binary-image:latest", "bundles": ["quay.io/add/bundle:1"], "add_arches": ["amd64"]}),
+        ),
+        "rm" => (
+            "rm",
+            serde_json::json!({"binary_image": "quay.io/rm/binary-image:latest", "from_index": "quay.io/rm/index-image:latest", "operators": ["operator"]}),
+        ),
+        "regenerate-bundle" => (
+            "regenerate-bundle",
+            serde_json::json!({"from_bundle_image": "quay.io/regen-bundle/bundle-image:latest"}),
+        ),
+        other => panic!("no fixture for {other}"),
+    };
+    let created: Value = client
+        .post(server.url(&format!("/api/v1/builds/{path}")))
+        .header("X-Remote-User", "tbrady@DOMAIN.LOCAL")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_u64().expect("created")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_patches_match_iib() {
+    let cases: Vec<Value> = cases()
+        .into_iter()
+        .filter(|c| c["method"] == "PATCH")
+        .collect();
+    assert!(cases.len() >= 15, "the recorded cases are missing");
+    let scratch = tempfile::tempdir().unwrap();
+    let server = Server::start(&settings(&Value::Null, scratch.path())).await;
+    let client = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let setup = case["setup"].as_str().unwrap();
+        let request_type = ["regenerate-bundle", "add", "rm"]
+            .into_iter()
+            .find(|t| setup.contains(&format!("type {t}")))
+            .unwrap();
+        let id = create(&client, &server, request_type).await;
+        let mut request = client.patch(server.url(&format!("/api/v1/builds/{id}")));
+        if let Some(user) = case["remote_user"].as_str() {
+            request = request.header("X-Remote-User", user);
+        }
+        let response = request.json(&case["body"]).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        let want_status = case["status"].as_u64().unwrap() as u16;
+        let mismatch = if want_status == 200 {
+            // The fixture requests differ from ours; compare what the PATCH set.
+            let want = if case["json"].is_null() {
+                &case["observed_json"]
+            } else {
+                &case["json"]
+            };
+            let keys: Vec<&str> = case["body"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .filter(|k| *k != "bundles")
+                .collect();
+            status != 200 || keys.iter().any(|k| body[*k] != want[*k])
+        } else {
+            status != want_status || body["error"] != case["error"]
+        };
+        if mismatch {
+            failures.push(format!(
+                "{}\n    sent {}\n    want {} {}\n    got  {} {}",
+                case["test"], case["body"], want_status, case["error"], status, body
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

@@ -7,6 +7,7 @@ pub mod builds;
 pub mod error;
 pub mod idempotency;
 pub mod links;
+pub mod patch;
 pub mod queues;
 pub mod request_id;
 pub mod submit;
@@ -194,7 +195,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/healthcheck", get(healthcheck))
         .route("/api/v1/builds", get(builds::list))
-        .route("/api/v1/builds/{id}", get(builds::get_one))
+        .route(
+            "/api/v1/builds/{id}",
+            get(builds::get_one).patch(patch::patch),
+        )
         .route("/api/v1/builds/add", post(submit::add))
         .route("/api/v1/builds/rm", post(submit::rm))
         .route("/api/v1/builds/add-rm-batch", post(submit::add_rm_batch))

@@ -3,6 +3,7 @@
 use crate::facts::BuildFacts;
 use crate::ids::{BatchId, RequestId, WorkerId};
 use crate::params::{RequestParams, SecretKind};
+use crate::state::RequestState;
 use chrono::{DateTime, Utc};
 
 /// Who issues a command that changes a running request.
@@ -63,5 +64,11 @@ pub enum BuildRequestCommand {
     Fail {
         actor: Actor,
         state_reason: String,
+    },
+    /// IIB's worker `PATCH`: facts and a state change, applied together or not at all.
+    Update {
+        actor: Actor,
+        facts: Option<BuildFacts>,
+        state: Option<(RequestState, String)>,
     },
 }

@@ -246,6 +246,48 @@ impl BuildRequest {
                 let state_reason = non_empty(state_reason)?;
                 Ok(vec![E::RequestFailed { state_reason }])
             }
+            C::Update {
+                actor,
+                facts,
+                state,
+            } => {
+                self.require_in_progress()?;
+                self.require_actor(&actor)?;
+                // Decide each part on the state the earlier parts leave.
+                let mut parts = Vec::new();
+                if let Some(facts) = facts {
+                    parts.push(C::RecordFacts {
+                        actor: actor.clone(),
+                        facts,
+                    });
+                }
+                if let Some((state, state_reason)) = state {
+                    let actor = actor.clone();
+                    parts.push(match state {
+                        RequestState::InProgress => C::RecordProgress {
+                            actor,
+                            state_reason,
+                        },
+                        RequestState::Complete => C::Complete {
+                            actor,
+                            state_reason,
+                        },
+                        RequestState::Failed => C::Fail {
+                            actor,
+                            state_reason,
+                        },
+                    });
+                }
+                let mut scratch = self.clone();
+                let mut events = Vec::new();
+                for part in parts {
+                    for event in scratch.decide(part)? {
+                        scratch.apply(event.clone());
+                        events.push(event);
+                    }
+                }
+                Ok(events)
+            }
         }
     }
 }

@@ -460,3 +460,49 @@ fn regenerate_bundle_records_its_own_facts() {
         })
         .then_expect_events(vec![BuildRequestEvent::FactsRecorded { facts }]);
 }
+
+#[test]
+fn an_update_records_facts_and_state_together() {
+    let facts = BuildFacts {
+        index_image: Some("r/iib-build:7".into()),
+        ..Default::default()
+    };
+    Fixture::with(())
+        .given(vec![submitted()])
+        .when(BuildRequestCommand::Update {
+            actor: Actor::Api {
+                user: Some("worker@DOMAIN.LOCAL".into()),
+            },
+            facts: Some(facts.clone()),
+            state: Some((RequestState::Complete, "All done!".into())),
+        })
+        .then_expect_events(vec![
+            BuildRequestEvent::FactsRecorded { facts },
+            BuildRequestEvent::RequestCompleted {
+                state_reason: "All done!".into(),
+            },
+        ]);
+}
+
+#[test]
+fn an_update_with_one_bad_part_records_nothing() {
+    Fixture::with(())
+        .given(vec![submitted()])
+        .when(BuildRequestCommand::Update {
+            actor: Actor::System,
+            facts: Some(BuildFacts {
+                index_image: Some("r/i:1".into()),
+                ..Default::default()
+            }),
+            state: Some((RequestState::Failed, " ".into())),
+        })
+        .then_expect_error(BuildRequestError::EmptyStateReason);
+    Fixture::with(())
+        .given(vec![submitted(), completed()])
+        .when(BuildRequestCommand::Update {
+            actor: Actor::System,
+            facts: None,
+            state: Some((RequestState::Complete, "again".into())),
+        })
+        .then_expect_error_message("A complete request cannot change states");
+}
