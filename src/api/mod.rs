@@ -2,6 +2,7 @@
 //! writes go through the command bus. One module per concern: `builds` (reads), `links`
 //! (the URL keys of IIB's JSON), `auth`, `error` (IIB's error answers), `request_id`.
 
+pub mod artifacts;
 pub mod auth;
 pub mod builds;
 pub mod error;
@@ -41,6 +42,15 @@ pub struct ApiSettings {
     /// What validation reads from the settings (`authenticated` is set per call).
     pub rules: validate::Rules,
     pub user_to_queue: Map<String, Value>,
+    pub dirs: DataDirs,
+}
+
+/// Where finished requests' files are kept (IIB's `IIB_REQUEST_*_DIR` settings).
+#[derive(Debug, Clone, Default)]
+pub struct DataDirs {
+    pub logs: Option<std::path::PathBuf>,
+    pub related_bundles: Option<std::path::PathBuf>,
+    pub nested_bundles: Option<std::path::PathBuf>,
 }
 
 impl ApiSettings {
@@ -66,6 +76,20 @@ impl ApiSettings {
                 graph_mode_options: strings(config, "IIB_GRAPH_MODE_OPTIONS"),
                 graph_mode_index_allow_list: strings(config, "IIB_GRAPH_MODE_INDEX_ALLOW_LIST"),
                 authenticated: false,
+            },
+            dirs: {
+                let dir = |key: &str| {
+                    config
+                        .text(key)
+                        .filter(|d| !d.is_empty())
+                        .map(std::path::PathBuf::from)
+                };
+                DataDirs {
+                    logs: dir("IIB_REQUEST_LOGS_DIR"),
+                    related_bundles: dir("IIB_REQUEST_RELATED_BUNDLES_DIR"),
+                    nested_bundles: dir("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
+                        .or_else(|| dir("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR")),
+                }
             },
             user_to_queue: config
                 .get("IIB_USER_TO_QUEUE")
@@ -198,6 +222,19 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/builds/{id}",
             get(builds::get_one).patch(patch::patch),
+        )
+        .route("/api/v1/builds/{id}/logs", get(artifacts::logs))
+        .route(
+            "/api/v1/builds/{id}/related_bundles",
+            get(artifacts::related_bundles),
+        )
+        .route(
+            "/api/v1/builds/{id}/nested-bundles",
+            get(artifacts::nested_bundles),
+        )
+        .route(
+            "/api/v1/builds/{id}/deprecation-schema",
+            get(artifacts::deprecation_schema),
         )
         .route("/api/v1/builds/add", post(submit::add))
         .route("/api/v1/builds/rm", post(submit::rm))

@@ -3,11 +3,10 @@
 //! the facts and the state change become one command, so either all of it applies or none.
 
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::submit::{caller, json_body, CallInfo};
+use crate::api::submit::{caller, json_body, Body, CallInfo};
 use crate::api::{base_url, ApiState};
 use crate::command_bus::CommandContext;
 use crate::projector::Projector;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -236,7 +235,7 @@ pub async fn patch(
     call: CallInfo,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let id = id
         .parse::<u64>()

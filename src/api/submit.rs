@@ -19,6 +19,26 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
+/// A request body within `IIB_MAX_BODY_BYTES`; a larger one is a JSON 413.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The data value transmitted exceeds the capacity limit.",
+                ))
+            }
+            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+        }
+    }
+}
+
 /// The JSON body of a call, as Flask's `request.get_json()` reads it.
 pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let mimetype = headers
@@ -223,7 +243,7 @@ macro_rules! single_endpoint {
             State(state): State<ApiState>,
             call: CallInfo,
             headers: HeaderMap,
-            body: Bytes,
+            Body(body): Body,
         ) -> ApiResult<Response> {
             single(state, call, headers, body, $validator).await
         }
@@ -332,7 +352,7 @@ pub async fn add_rm_batch(
     State(state): State<ApiState>,
     call: CallInfo,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     batch(state, call, headers, body, add_or_rm).await
 }
@@ -341,7 +361,7 @@ pub async fn regenerate_bundle_batch(
     State(state): State<ApiState>,
     call: CallInfo,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     batch(state, call, headers, body, regenerate_item).await
 }

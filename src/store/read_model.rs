@@ -273,6 +273,19 @@ impl Store {
         }))
     }
 
+    /// A request's read-model record (everything the JSON shows and more), if it exists.
+    pub async fn request_record(&self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        let record: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT record FROM request_views WHERE id = $1")
+                .bind(id as i64)
+                .fetch_optional(pool)
+                .await?
+        });
+        record
+            .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
+            .transpose()
+    }
+
     pub async fn batch_record(&self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
         let record: Option<String> = on_pool!(self, pool => {
             sqlx::query_scalar("SELECT record FROM batch_views WHERE id = $1")
