@@ -397,3 +397,84 @@ async fn batches_carry_annotations_and_answer_a_list() {
         (400, "Build request is not a valid Add/Rm request. This occurred on the build request in index 1.")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_history_is_served_and_streamed_until_the_request_ends() {
+    let api = Api::start(&[]).await;
+    let (status, created) = api
+        .post(
+            "/api/v1/builds/add",
+            USER,
+            json!({"bundles": ["registry.example.com/op/bundle:1.0"], "from_index": "registry.example.com/index:v4.18",
+                   "overwrite_from_index": true, "overwrite_from_index_token": "user:s3cr3t"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_u64().unwrap();
+    let (status, history) = api.get(&format!("/api/v1/builds/{id}/events")).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["BatchCreated", "RequestSubmitted"]);
+    assert_eq!(history[1]["actor"], format!("user {USER}"));
+    assert!(
+        !history.to_string().contains("s3cr3t"),
+        "the token is not in the audit trail"
+    );
+    assert!(!created.to_string().contains("s3cr3t"), "nor in the answer");
+
+    let mut stream = api
+        .client
+        .get(api.server.url(&format!("/api/v1/builds/{id}/events")))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    while !seen.contains("event: RequestSubmitted") {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    api.patch(
+        id,
+        json!({"state": "in_progress", "state_reason": "Building"}),
+    )
+    .await;
+    api.patch(id, json!({"state": "complete", "state_reason": "Done"}))
+        .await;
+    let read_all = async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    };
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(20), read_all)
+        .await
+        .expect("the stream ends when the request ends");
+    let order: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "BatchCreated",
+            "RequestSubmitted",
+            "ProgressRecorded",
+            "RequestCompleted"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_requests_have_no_events() {
+    let api = Api::start(&[]).await;
+    let (status, _) = api.get("/api/v1/builds/77/events").await;
+    assert_eq!(status, 404);
+}

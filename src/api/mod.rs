@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod builds;
 pub mod error;
+pub mod events;
 pub mod idempotency;
 pub mod links;
 pub mod patch;
@@ -223,6 +224,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/builds/{id}",
             get(builds::get_one).patch(patch::patch),
         )
+        .route("/api/v1/builds/{id}/events", get(events::events))
         .route("/api/v1/builds/{id}/logs", get(artifacts::logs))
         .route(
             "/api/v1/builds/{id}/related_bundles",

@@ -1,0 +1,118 @@
+//! `GET /builds/<id>/events`: a request's audit trail (every event of the request and of its
+//! batch that concerns it, with time, actor and payload; secrets were never in events).
+//! With `Accept: text/event-stream` the answer is a Server-Sent Events stream: the history,
+//! then each new event as it is committed, until the request ends, so clients need not poll.
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::{json_response, ApiState};
+use crate::replay;
+use crate::store::StoredEvent;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::time::Duration;
+
+fn is_final_event(event: &StoredEvent) -> bool {
+    matches!(
+        event.event_type.as_str(),
+        "RequestCompleted" | "RequestFailed"
+    )
+}
+
+pub async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id: u64 = id.parse().map_err(|_| ApiError::not_found())?;
+    let history = replay::request_history(&state.store, id).await?;
+    if history.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_stream {
+        let items: Vec<Value> = history.iter().map(replay::to_json).collect();
+        return Ok(json_response(StatusCode::OK, &Value::Array(items)));
+    }
+    Ok(Sse::new(stream_events(state, id, history))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Cursor {
+    state: ApiState,
+    id: u64,
+    pending: std::collections::VecDeque<StoredEvent>,
+    last_sequence: i64,
+    done: bool,
+}
+
+fn sse(event: &StoredEvent) -> Event {
+    Event::default()
+        .id(event.position.to_string())
+        .event(event.event_type.clone())
+        .data(replay::to_json(event).to_string())
+}
+
+fn stream_events(
+    state: ApiState,
+    id: u64,
+    history: Vec<StoredEvent>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let last_sequence = history
+        .iter()
+        .filter(|e| e.aggregate_type == "BuildRequest")
+        .map(|e| e.sequence)
+        .max()
+        .unwrap_or(0);
+    let cursor = Cursor {
+        state,
+        id,
+        pending: history.into(),
+        last_sequence,
+        done: false,
+    };
+    stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop_front() {
+                if is_final_event(&event) {
+                    // The rest of the history (the batch's settlement) still goes out.
+                    cursor.done = true;
+                }
+                return Some((Ok(sse(&event)), cursor));
+            }
+            if cursor.done {
+                return None;
+            }
+            // Wait for a commit (this process) or poll (another process may commit).
+            let committed = cursor.state.bus.committed();
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            match cursor
+                .state
+                .store
+                .load("BuildRequest", &cursor.id.to_string(), cursor.last_sequence)
+                .await
+            {
+                Ok(new) => {
+                    for event in new {
+                        cursor.last_sequence = event.sequence;
+                        cursor.pending.push_back(event);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream: reading new events failed");
+                }
+            }
+        }
+    })
+}
