@@ -478,3 +478,83 @@ async fn unknown_requests_have_no_events() {
     let (status, _) = api.get("/api/v1/builds/77/events").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_away_calls_get_503_and_the_service_recovers() {
+    use sqlx::Connection;
+    let admin_url = support::postgres_admin_url();
+    let name = format!("iib_test_outage_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+    let api = Api::start(&[("IIB_DATABASE_URL", url.as_str())]).await;
+    let id = api.add("registry.example.com/index:v4.18").await;
+
+    let set_allowed = |allowed: bool| {
+        let name = name.clone();
+        let admin_url = admin_url.clone();
+        async move {
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+            sqlx::query(&format!(
+                "ALTER DATABASE {name} ALLOW_CONNECTIONS {allowed}"
+            ))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            if !allowed {
+                sqlx::query(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            }
+        }
+    };
+    set_allowed(false).await;
+    let (status, body) = api.get(&format!("/api/v1/builds/{id}")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("retry"));
+    let (status, body) = api.get("/api/v1/healthcheck").await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (500, "Database health check failed.")
+    );
+    let (status, _) = api
+        .post(
+            "/api/v1/builds/add",
+            USER,
+            json!({"bundles": ["r/b:1"], "from_index": "r/i:1"}),
+        )
+        .await;
+    assert_eq!(status, 503);
+
+    set_allowed(true).await;
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = api.get(&format!("/api/v1/builds/{id}")).await;
+        if status == 200 {
+            assert_eq!(body["id"], id);
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the service did not recover: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, _) = api.get("/api/v1/healthcheck").await;
+    assert_eq!(status, 200);
+    drop(api);
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

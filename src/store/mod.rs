@@ -116,7 +116,8 @@ pub struct Store {
 impl Store {
     /// Connects to `url` (`sqlite://path` creates the file; `postgres://...`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let acquire_timeout = Duration::from_secs(10);
+        // Short: while the database is away, callers get a clear 503 soon rather than a hang.
+        let acquire_timeout = Duration::from_secs(3);
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
