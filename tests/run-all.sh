@@ -60,6 +60,32 @@ step "PostgreSQL"
 ensure_postgres
 echo "using $TEST_POSTGRES_URL"
 
+# Clients the tests drive: iiblib (IIB's Python client, from PyPI; it builds against Debian's
+# libkrb5-dev) in a venv kept in the cache, and openssl for test certificates.
+ensure_clients() {
+    local venv="$HOME/.cache/iib/iiblib-venv"
+    local missing=()
+    command -v openssl >/dev/null || missing+=(openssl)
+    if ! "$venv/bin/python" -c 'import iiblib' >/dev/null 2>&1; then
+        dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
+        command -v krb5-config >/dev/null || missing+=(libkrb5-dev)
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! "$venv/bin/python" -c 'import iiblib' >/dev/null 2>&1; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q 'iiblib==7.4.0'
+    fi
+    export IIBLIB_PYTHON="$venv/bin/python"
+}
+
+step "clients (iiblib venv, openssl)"
+ensure_clients
+echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all --check
 
