@@ -89,21 +89,11 @@ fn request_life(n: u64) -> Vec<(bool, u64, serde_json::Value, String)> {
     out
 }
 
-/// Fills a store with about `events` events and times a full projection rebuild.
-pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let url = database_url.unwrap_or_else(|| Store::sqlite_url_in(dir.path()));
-    let store = Store::connect(&url).await?;
-    store.migrate().await?;
+/// Writes `requests` finished add requests (12 events each) to an empty store.
+async fn fill(store: &Store, requests: u64) -> Result<()> {
     if store.head_position().await? > 0 {
-        anyhow::bail!("the bench database must be empty: give a fresh --database-url");
+        anyhow::bail!("the bench database must be empty: give a fresh database");
     }
-    let requests = (events / 12).max(1);
-    eprintln!(
-        "writing {} events ({requests} add requests) to {url}",
-        requests * 12
-    );
-    let started = Instant::now();
     let at = Utc::now().trunc_subsecs(6);
     let metadata =
         json!({"recorded_at": crate::store::format_time(&at), "user": "bench@EXAMPLE.COM"});
@@ -134,9 +124,25 @@ pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
             chunk.clear();
         }
     }
-    eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
     // As a store that has been running: the log folded into the database file.
     store.checkpoint_wal().await?;
+    Ok(())
+}
+
+/// Fills a store with about `events` events and times a full projection rebuild.
+pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = database_url.unwrap_or_else(|| Store::sqlite_url_in(dir.path()));
+    let store = Store::connect(&url).await?;
+    store.migrate().await?;
+    let requests = (events / 12).max(1);
+    eprintln!(
+        "writing {} events ({requests} add requests) to {url}",
+        requests * 12
+    );
+    let started = Instant::now();
+    fill(&store, requests).await?;
+    eprintln!("  written in {:.1} s", started.elapsed().as_secs_f64());
     let report = Projector::new(store.clone()).rebuild(|_, _| {}).await?;
     println!(
         "rebuild: {} events, {} requests in {:.3} s = {:.0} events/s ({})",
@@ -149,6 +155,25 @@ pub async fn rebuild(events: u64, database_url: Option<String>) -> Result<()> {
         } else {
             "PostgreSQL"
         },
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// Fills the store at `url` with `requests` finished requests and projects them, for API
+/// benchmarks (`deploy/bench-api.sh`).
+pub async fn seed(url: &str, requests: u64) -> Result<()> {
+    let store = Store::connect(url).await?;
+    store.migrate().await?;
+    let started = Instant::now();
+    fill(&store, requests).await?;
+    // The request ids were written directly: move the sequences past them.
+    store.next_ids("request", requests as i64).await?;
+    store.next_ids("batch", requests as i64).await?;
+    Projector::new(store.clone()).catch_up().await?;
+    println!(
+        "seeded {requests} requests in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     store.close().await;
     Ok(())

@@ -65,6 +65,11 @@ enum Bench {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Fills the configured (empty) store with finished requests, for API benchmarks.
+    Seed {
+        #[arg(long, default_value_t = 10_000)]
+        requests: u64,
+    },
 }
 
 #[tokio::main]
@@ -129,6 +134,12 @@ async fn run() -> Result<()> {
                     database_url,
                 },
         } => iib::bench::rebuild(events, database_url).await,
+        Command::Bench {
+            bench: Bench::Seed { requests },
+        } => {
+            open(&config).await?;
+            iib::bench::seed(&config.database_url(), requests).await
+        }
     }
 }
 
