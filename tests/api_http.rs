@@ -558,3 +558,47 @@ async fn while_postgresql_is_away_calls_get_503_and_the_service_recovers() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route_and_the_docs_page_points_at_it() {
+    let api = Api::start(&[]).await;
+    let (status, doc) = api.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut routes: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            routes.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    routes.sort();
+    let mut expected: Vec<String> = [
+        "GET /api/v1/healthcheck",
+        "GET /api/v1/builds",
+        "GET /api/v1/builds/{id}",
+        "PATCH /api/v1/builds/{id}",
+        "GET /api/v1/builds/{id}/events",
+        "GET /api/v1/builds/{id}/logs",
+        "GET /api/v1/builds/{id}/related_bundles",
+        "GET /api/v1/builds/{id}/nested-bundles",
+        "GET /api/v1/builds/{id}/deprecation-schema",
+        "POST /api/v1/builds/add",
+        "POST /api/v1/builds/rm",
+        "POST /api/v1/builds/add-rm-batch",
+        "POST /api/v1/builds/regenerate-bundle",
+        "POST /api/v1/builds/regenerate-bundle-batch",
+        "POST /api/v1/builds/merge-index-image",
+        "POST /api/v1/builds/create-empty-index",
+        "POST /api/v1/builds/recursive-related-bundles",
+        "POST /api/v1/builds/fbc-operations",
+        "POST /api/v1/builds/add-deprecations",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    expected.sort();
+    assert_eq!(routes, expected);
+    let page = api.client.get(api.server.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/api/v1/openapi.json"));
+}

@@ -75,6 +75,13 @@ async fn read(path: PathBuf) -> ApiResult<Option<Vec<u8>>> {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}/logs", params(("id" = u64, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The request log (text/plain)"),
+        (status = 400, description = "Wrong request type, or not finished", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such request, or not kept", body = crate::api::openapi::ErrorBody),
+        (status = 410, description = "Expired", body = crate::api::openapi::ErrorBody),
+        (status = 500, description = "Finished but the file is missing", body = crate::api::openapi::ErrorBody)))]
 pub async fn logs(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
     let Some(dir) = state.api.dirs.logs.clone() else {
         return Err(ApiError::not_found());
@@ -97,6 +104,13 @@ pub async fn logs(State(state): State<ApiState>, Path(id): Path<String>) -> ApiR
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}/related_bundles", params(("id" = u64, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The related bundles (JSON)"),
+        (status = 400, description = "Wrong request type, or not finished", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such request, or not kept", body = crate::api::openapi::ErrorBody),
+        (status = 410, description = "Expired", body = crate::api::openapi::ErrorBody),
+        (status = 500, description = "Finished but the file is missing", body = crate::api::openapi::ErrorBody)))]
 pub async fn related_bundles(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -131,6 +145,13 @@ pub async fn related_bundles(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}/nested-bundles", params(("id" = u64, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The nested bundles (JSON)"),
+        (status = 400, description = "Wrong request type, or not finished", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such request, or not kept", body = crate::api::openapi::ErrorBody),
+        (status = 410, description = "Expired", body = crate::api::openapi::ErrorBody),
+        (status = 500, description = "Finished but the file is missing", body = crate::api::openapi::ErrorBody)))]
 pub async fn nested_bundles(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -157,6 +178,13 @@ pub async fn nested_bundles(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}/deprecation-schema", params(("id" = u64, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The deprecation schema as given (JSON)"),
+        (status = 400, description = "Wrong request type, or not finished", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such request, or not kept", body = crate::api::openapi::ErrorBody),
+        (status = 410, description = "Expired", body = crate::api::openapi::ErrorBody),
+        (status = 500, description = "Finished but the file is missing", body = crate::api::openapi::ErrorBody)))]
 pub async fn deprecation_schema(
     State(state): State<ApiState>,
     Path(id): Path<String>,

@@ -56,6 +56,24 @@ fn positive(value: Option<&str>, default: i64) -> ApiResult<i64> {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/builds",
+    params(
+        ("page" = Option<u64>, Query, description = "Page number, from 1"),
+        ("per_page" = Option<u64>, Query, description = "Items per page, at most IIB_MAX_PER_PAGE"),
+        ("verbose" = Option<String>, Query, description = "true or 1 for the verbose form"),
+        ("state" = Option<String>, Query, description = "in_progress, complete or failed"),
+        ("batch" = Option<u64>, Query, description = "A batch id"),
+        ("request_type" = Option<String>, Query, description = "A request type"),
+        ("user" = Option<String>, Query, description = "The submitting user"),
+        ("from_index" = Option<String>, Query, description = "Exact from_index pull spec"),
+        ("from_index_startswith" = Option<String>, Query, description = "from_index prefix"),
+        ("index_image" = Option<String>, Query, description = "Exact index_image pull spec"),
+    ),
+    responses(
+        (status = 200, description = "A page of requests, newest first", body = crate::api::openapi::BuildsPage),
+        (status = 400, description = "A filter is invalid", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such page", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -162,6 +180,11 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}", params(("id" = u64, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The request (verbose)", body = crate::api::openapi::BuildRequest),
+        (status = 404, description = "No such request", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
 pub async fn get_one(
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -23,6 +23,11 @@ fn is_final_event(event: &StoredEvent) -> bool {
     )
 }
 
+#[utoipa::path(get, path = "/api/v1/builds/{id}/events", params(("id" = u64, Path, description = "Request id")),
+    responses(
+        (status = 200, description = "The request's events; with Accept: text/event-stream, a stream until it ends"),
+        (status = 404, description = "No such request", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
 pub async fn events(
     State(state): State<ApiState>,
     headers: HeaderMap,

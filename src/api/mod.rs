@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod links;
+pub mod openapi;
 pub mod patch;
 pub mod queues;
 pub mod request_id;
@@ -218,6 +219,8 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response {
 pub fn router(state: ApiState) -> Router {
     let max_body = state.api.max_body_bytes;
     Router::new()
+        .route("/", get(openapi::docs_page))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/healthcheck", get(healthcheck))
         .route("/api/v1/builds", get(builds::list))
         .route(
@@ -290,7 +293,10 @@ async fn method_not_allowed() -> Response {
 }
 
 /// IIB: `{"status": "Health check OK"}`, or 500 `Database health check failed.`
-async fn healthcheck(State(state): State<ApiState>) -> Response {
+#[utoipa::path(get, path = "/api/v1/healthcheck", responses(
+    (status = 200, description = "The database answers"),
+    (status = 500, description = "It does not", body = openapi::ErrorBody)))]
+pub(crate) async fn healthcheck(State(state): State<ApiState>) -> Response {
     match state.store.ping().await {
         Ok(()) => json_response(StatusCode::OK, &json!({"status": "Health check OK"})),
         Err(e) => {

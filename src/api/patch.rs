@@ -230,6 +230,12 @@ fn facts(
     Ok((!facts.is_empty()).then_some(facts))
 }
 
+#[utoipa::path(patch, path = "/api/v1/builds/{id}", params(("id" = u64, Path, description = "Request id")),
+    request_body = crate::api::openapi::PatchBody,
+    responses(
+        (status = 200, description = "The updated request", body = crate::api::openapi::BuildRequest),
+        (status = 404, description = "No such request", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Invalid input (IIB's message)", body = crate::api::openapi::ErrorBody), (status = 401, description = "No user", body = crate::api::openapi::ErrorBody), (status = 403, description = "Not allowed", body = crate::api::openapi::ErrorBody), (status = 409, description = "Idempotency-Key reused with another body", body = crate::api::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody), (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
 pub async fn patch(
     State(state): State<ApiState>,
     call: CallInfo,

@@ -238,7 +238,12 @@ async fn single(
 }
 
 macro_rules! single_endpoint {
-    ($name:ident, $validator:path) => {
+    ($name:ident, $validator:path, $route:literal, $body:ty) => {
+        #[utoipa::path(post, path = $route, request_body = $body,
+            params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission safely")),
+            responses(
+                (status = 201, description = "The new request", body = crate::api::openapi::BuildRequest),
+                (status = 400, description = "Invalid input (IIB's message)", body = crate::api::openapi::ErrorBody), (status = 401, description = "No user", body = crate::api::openapi::ErrorBody), (status = 403, description = "Not allowed", body = crate::api::openapi::ErrorBody), (status = 409, description = "Idempotency-Key reused with another body", body = crate::api::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody), (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
         pub async fn $name(
             State(state): State<ApiState>,
             call: CallInfo,
@@ -250,22 +255,59 @@ macro_rules! single_endpoint {
     };
 }
 
-single_endpoint!(add, validate::add);
-single_endpoint!(rm, validate::rm);
-single_endpoint!(regenerate_bundle, validate::regenerate_bundle);
-single_endpoint!(merge_index_image, validate::merge_index_image);
-single_endpoint!(create_empty_index, validate::create_empty_index);
+single_endpoint!(
+    add,
+    validate::add,
+    "/api/v1/builds/add",
+    crate::api::openapi::AddBody
+);
+single_endpoint!(
+    rm,
+    validate::rm,
+    "/api/v1/builds/rm",
+    crate::api::openapi::RmBody
+);
+single_endpoint!(
+    regenerate_bundle,
+    validate::regenerate_bundle,
+    "/api/v1/builds/regenerate-bundle",
+    crate::api::openapi::RegenerateBundleBody
+);
+single_endpoint!(
+    merge_index_image,
+    validate::merge_index_image,
+    "/api/v1/builds/merge-index-image",
+    crate::api::openapi::MergeIndexImageBody
+);
+single_endpoint!(
+    create_empty_index,
+    validate::create_empty_index,
+    "/api/v1/builds/create-empty-index",
+    crate::api::openapi::CreateEmptyIndexBody
+);
 single_endpoint!(
     recursive_related_bundles,
-    validate::recursive_related_bundles
+    validate::recursive_related_bundles,
+    "/api/v1/builds/recursive-related-bundles",
+    crate::api::openapi::RecursiveRelatedBundlesBody
 );
-single_endpoint!(fbc_operations, validate::fbc_operations);
-single_endpoint!(add_deprecations, validate::add_deprecations);
+single_endpoint!(
+    fbc_operations,
+    validate::fbc_operations,
+    "/api/v1/builds/fbc-operations",
+    crate::api::openapi::FbcOperationsBody
+);
+single_endpoint!(
+    add_deprecations,
+    validate::add_deprecations,
+    "/api/v1/builds/add-deprecations",
+    crate::api::openapi::AddDeprecationsBody
+);
 
-/// IIB's `Batch.validate_batch_request_params`.
 /// A batch body: its build requests and annotations.
 type BatchBody = (Vec<Value>, Option<Map<String, Value>>);
 
+/// IIB's `Batch.validate_batch_request_params`.
 fn batch_payload(value: Value) -> ApiResult<BatchBody> {
     let invalid = || {
         ApiError::bad_request(
@@ -348,6 +390,11 @@ fn regenerate_item(item: Value, rules: &Rules) -> ApiResult<Validated> {
     validate::regenerate_bundle(object(item)?, rules)
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/add-rm-batch", request_body = crate::api::openapi::BatchBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission safely")),
+    responses(
+        (status = 201, description = "The new requests, one batch", body = Vec<crate::api::openapi::BuildRequest>),
+        (status = 400, description = "Invalid input (IIB's message)", body = crate::api::openapi::ErrorBody), (status = 401, description = "No user", body = crate::api::openapi::ErrorBody), (status = 403, description = "Not allowed", body = crate::api::openapi::ErrorBody), (status = 409, description = "Idempotency-Key reused with another body", body = crate::api::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody), (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
 pub async fn add_rm_batch(
     State(state): State<ApiState>,
     call: CallInfo,
@@ -357,6 +404,11 @@ pub async fn add_rm_batch(
     batch(state, call, headers, body, add_or_rm).await
 }
 
+#[utoipa::path(post, path = "/api/v1/builds/regenerate-bundle-batch", request_body = crate::api::openapi::BatchBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission safely")),
+    responses(
+        (status = 201, description = "The new requests, one batch", body = Vec<crate::api::openapi::BuildRequest>),
+        (status = 400, description = "Invalid input (IIB's message)", body = crate::api::openapi::ErrorBody), (status = 401, description = "No user", body = crate::api::openapi::ErrorBody), (status = 403, description = "Not allowed", body = crate::api::openapi::ErrorBody), (status = 409, description = "Idempotency-Key reused with another body", body = crate::api::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody), (status = 415, description = "Not JSON", body = crate::api::openapi::ErrorBody), (status = 503, description = "Database unavailable", body = crate::api::openapi::ErrorBody)))]
 pub async fn regenerate_bundle_batch(
     State(state): State<ApiState>,
     call: CallInfo,
