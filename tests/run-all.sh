@@ -80,9 +80,16 @@ ensure_clients() {
         "$venv/bin/pip" install -q 'iiblib==7.4.0'
     fi
     export IIBLIB_PYTHON="$venv/bin/python"
+    local fuzz="$HOME/.cache/iib/schemathesis-venv"
+    if ! "$fuzz/bin/schemathesis" --version >/dev/null 2>&1; then
+        rm -rf "$fuzz"
+        python3 -m venv "$fuzz"
+        "$fuzz/bin/pip" install -q 'schemathesis==4.32.5'
+    fi
+    export SCHEMATHESIS="$fuzz/bin/schemathesis"
 }
 
-step "clients (iiblib venv, openssl)"
+step "clients (iiblib and schemathesis venvs, openssl)"
 ensure_clients
 echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
 
