@@ -19,19 +19,8 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
-        let list = |key: &str| -> Vec<String> {
-            config
-                .get(key)
-                .and_then(|v| v.as_array())
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|i| i.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let trusted_proxies = list("IIB_TRUSTED_PROXIES")
+        let trusted_proxies = config
+            .strings("IIB_TRUSTED_PROXIES")
             .into_iter()
             .map(|ip| {
                 ip.parse()
@@ -49,7 +38,7 @@ impl AuthConfig {
                 .unwrap_or("X-Remote-User")
                 .to_string(),
             trusted_proxies,
-            worker_usernames: list("IIB_WORKER_USERNAMES"),
+            worker_usernames: config.strings("IIB_WORKER_USERNAMES"),
         })
     }
 

@@ -75,8 +75,8 @@ impl ApiSettings {
                     .get("IIB_BINARY_IMAGE_CONFIG")
                     .and_then(Value::as_object)
                     .is_none_or(Map::is_empty),
-                graph_mode_options: strings(config, "IIB_GRAPH_MODE_OPTIONS"),
-                graph_mode_index_allow_list: strings(config, "IIB_GRAPH_MODE_INDEX_ALLOW_LIST"),
+                graph_mode_options: config.strings("IIB_GRAPH_MODE_OPTIONS"),
+                graph_mode_index_allow_list: config.strings("IIB_GRAPH_MODE_INDEX_ALLOW_LIST"),
                 authenticated: false,
             },
             dirs: {
@@ -147,19 +147,6 @@ pub struct ApiState {
     pub store: Store,
     pub bus: CommandBus,
     pub api: Arc<ApiSettings>,
-}
-
-fn strings(config: &Config, key: &str) -> Vec<String> {
-    config
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `scheme://host` for absolute URLs in answers.

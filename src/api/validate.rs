@@ -238,6 +238,20 @@ fn registry_auths(value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// `binary_image`: a string, required unless `IIB_BINARY_IMAGE_CONFIG` can pick one.
+fn binary_image(payload: &mut Payload, rules: &Rules) -> Result<Option<String>> {
+    let binary_image = match payload.remove("binary_image") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(bad("The \"binary_image\" value must be a string")),
+    }
+    .filter(|b| !b.is_empty());
+    if binary_image.is_none() && rules.binary_image_config_empty {
+        return Err(bad("The \"binary_image\" value must be a non-empty string"));
+    }
+    binary_image.map(|b| pull_spec(&b)).transpose()
+}
+
 /// What `RequestIndexImageMixin._from_json` leaves for the type-specific code.
 struct IndexImageCommon {
     overwrite: bool,
@@ -327,16 +341,7 @@ fn index_image_common(
             "Architectures should be specified as a non-empty array of strings",
         )?,
     };
-    let binary_image = match payload.remove("binary_image") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(bad("The \"binary_image\" value must be a string")),
-    };
-    let binary_image = binary_image.filter(|b| !b.is_empty());
-    if binary_image.is_none() && rules.binary_image_config_empty {
-        return Err(bad("The \"binary_image\" value must be a non-empty string"));
-    }
-    let binary_image = binary_image.map(|b| pull_spec(&b)).transpose()?;
+    let binary_image = binary_image(payload, rules)?;
     let from_index = match payload.get("from_index") {
         None => None,
         Some(Value::String(s)) => Some(pull_spec(s)?),
@@ -645,16 +650,7 @@ pub fn merge_index_image(mut payload: Payload, rules: &Rules) -> Result<Validate
         }
         None
     };
-    let binary_image = match payload.remove("binary_image") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(bad("The \"binary_image\" value must be a string")),
-    }
-    .filter(|b| !b.is_empty());
-    if binary_image.is_none() && rules.binary_image_config_empty {
-        return Err(bad("The \"binary_image\" value must be a non-empty string"));
-    }
-    let binary_image = binary_image.map(|b| pull_spec(&b)).transpose()?;
+    let binary_image = binary_image(&mut payload, rules)?;
     let distribution_scope = distribution_scope(payload.remove("distribution_scope"))?;
     let build_tags = build_tags(payload.get("build_tags"))?;
     let ignore_bundle_ocp_version = match payload.get("ignore_bundle_ocp_version") {
