@@ -8,6 +8,7 @@ pub mod bench;
 pub mod command_bus;
 pub mod config;
 pub mod projector;
+pub mod registry;
 pub mod replay;
 pub mod shutdown;
 pub mod store;

@@ -60,12 +60,14 @@ step "PostgreSQL"
 ensure_postgres
 echo "using $TEST_POSTGRES_URL"
 
-# Clients the tests drive: iiblib (IIB's Python client, from PyPI; it builds against Debian's
-# libkrb5-dev) in a venv kept in the cache, and openssl for test certificates.
+# What the tests drive: iiblib (IIB's Python client, from PyPI; it builds against Debian's
+# libkrb5-dev) and schemathesis in venvs kept in the cache, openssl for test certificates, and
+# Debian's docker-registry (the tests start their own on free loopback ports).
 ensure_clients() {
     local venv="$HOME/.cache/iib/iiblib-venv"
     local missing=()
     command -v openssl >/dev/null || missing+=(openssl)
+    [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
     if ! "$venv/bin/python" -c 'import iiblib' >/dev/null 2>&1; then
         dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
         command -v krb5-config >/dev/null || missing+=(libkrb5-dev)
@@ -89,7 +91,7 @@ ensure_clients() {
     export SCHEMATHESIS="$fuzz/bin/schemathesis"
 }
 
-step "clients (iiblib and schemathesis venvs, openssl)"
+step "clients and services (iiblib, schemathesis, openssl, docker-registry)"
 ensure_clients
 echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
 

@@ -1,0 +1,655 @@
+//! The registry client: the OCI distribution API (and Docker registry v2) over HTTPS, or plain
+//! HTTP for loopback registries and those in `IIB_INSECURE_REGISTRIES`. Every call has a
+//! timeout; connection errors, 429 and 5xx are retried with IIB's retry settings; `401`
+//! challenges are answered with basic credentials or a bearer token for the repository scope.
+
+use super::auth::{parse_challenge, Challenge, CredentialStore, Credentials};
+use super::digest::Digest;
+use super::manifest::{Manifest, ACCEPT};
+use super::reference::Reference;
+use bytes::Bytes;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT as ACCEPT_HEADER, AUTHORIZATION, CONTENT_TYPE, LOCATION,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{url}: {source}")]
+    Transport { url: String, source: reqwest::Error },
+    #[error("{what}: the registry answered {status}: {body}")]
+    Status {
+        what: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{what}: authentication failed ({reason}); check the credentials for {registry}")]
+    Unauthorized {
+        what: String,
+        registry: String,
+        reason: String,
+    },
+    #[error("{what}: the content's digest is {actual}, not {expected}; the registry returned other bytes than asked for")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{0}")]
+    Manifest(#[from] super::manifest::ManifestError),
+    #[error("{what}: {reason}")]
+    Protocol { what: String, reason: String },
+}
+
+/// IIB's retry settings: `iib_total_attempts`, `iib_retry_delay`, `iib_retry_multiplier`,
+/// `iib_retry_jitter`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub delay: Duration,
+    pub multiplier: f64,
+    pub jitter: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            delay: Duration::from_secs(10),
+            multiplier: 5.0,
+            jitter: Duration::from_secs(10),
+            max_delay: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn pause(&self, attempt: u32) -> Duration {
+        let base =
+            self.delay.as_secs_f64() * self.multiplier.powi(attempt.saturating_sub(1) as i32);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = self.jitter.as_secs_f64() * (nanos % 1000) as f64 / 1000.0;
+        Duration::from_secs_f64((base + jitter).min(self.max_delay.as_secs_f64()))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+    /// Registries (`host[:port]`) spoken to over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+    pub credentials: CredentialStore,
+}
+
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    options: Arc<ClientOptions>,
+    /// Bearer tokens by (registry, scope), with when they stop being good.
+    tokens: Arc<Mutex<TokenCache>>,
+}
+
+/// Bearer tokens by (registry, scope): the `Authorization` value and when it stops being good.
+type TokenCache = HashMap<(String, String), (String, Instant)>;
+
+/// One registry call: sent again as it is on a retry.
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    headers: HeaderMap,
+    body: Option<Body>,
+    /// `pull` or `pull,push`: the scope a bearer token is asked for.
+    actions: &'a str,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, url: &'a str, actions: &'a str) -> Self {
+        Self {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            actions,
+        }
+    }
+}
+
+/// A body that can be sent again on a retry.
+#[derive(Clone)]
+struct Body {
+    bytes: Bytes,
+    content_type: Option<String>,
+}
+
+impl RegistryClient {
+    pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout.unwrap_or(Duration::from_secs(300)))
+            .connect_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("iib/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| RegistryError::Transport {
+                url: "(client)".into(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            options: Arc::new(options),
+            tokens: Arc::default(),
+        })
+    }
+
+    fn base_url(&self, reference: &Reference) -> String {
+        let host = reference.api_host();
+        let plain = reference.is_loopback()
+            || self
+                .options
+                .insecure_registries
+                .iter()
+                .any(|r| r == &reference.registry);
+        format!(
+            "{}://{host}/v2/{}",
+            if plain { "http" } else { "https" },
+            reference.repository
+        )
+    }
+
+    /// Sends with retries and auth; `scope_actions` is `pull` or `pull,push`.
+    async fn send(
+        &self,
+        reference: &Reference,
+        override_credentials: Option<&Credentials>,
+        call: Call<'_>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let Call {
+            method,
+            url,
+            headers,
+            body,
+            actions: scope_actions,
+        } = call;
+        let credentials =
+            override_credentials.or_else(|| self.options.credentials.get(&reference.registry));
+        let scope = format!("repository:{}:{scope_actions}", reference.repository);
+        let token_key = (reference.registry.clone(), scope.clone());
+        let mut attempt = 0;
+        let mut authorization: Option<String> = self.cached_token(&token_key);
+        let mut answered_challenge = false;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .headers(headers.clone());
+            if let Some(auth) = &authorization {
+                request = request.header(AUTHORIZATION, auth);
+            }
+            if let Some(body) = &body {
+                if let Some(ct) = &body.content_type {
+                    request = request.header(CONTENT_TYPE, ct);
+                }
+                request = request.body(body.bytes.clone());
+            }
+            let outcome = request.send().await;
+            let retry = match &outcome {
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+                Ok(r) => {
+                    r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error()
+                }
+            };
+            if retry && attempt < self.options.retry.attempts {
+                let pause = self.options.retry.pause(attempt);
+                tracing::warn!(%url, attempt, ?pause, "registry call failed; retrying");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+            let response = outcome.map_err(|source| RegistryError::Transport {
+                url: url.to_string(),
+                source,
+            })?;
+            if response.status() == StatusCode::UNAUTHORIZED && !answered_challenge {
+                answered_challenge = true;
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(parse_challenge);
+                authorization = match challenge {
+                    Some(Challenge::Basic) => credentials.map(Credentials::basic_header),
+                    Some(Challenge::Bearer { realm, service, .. }) => Some(
+                        self.fetch_token(
+                            &realm,
+                            service.as_deref(),
+                            &scope,
+                            credentials,
+                            &token_key,
+                        )
+                        .await?,
+                    ),
+                    None => None,
+                };
+                if authorization.is_some() {
+                    attempt = 0;
+                    continue;
+                }
+            }
+            if response.status() == StatusCode::UNAUTHORIZED
+                || response.status() == StatusCode::FORBIDDEN
+            {
+                let status = response.status();
+                return Err(RegistryError::Unauthorized {
+                    what: format!("{method} {url}"),
+                    registry: reference.registry.clone(),
+                    reason: format!(
+                        "{status}{}",
+                        if credentials.is_none() {
+                            ", no credentials for it"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+            return Ok(response);
+        }
+    }
+
+    fn cached_token(&self, key: &(String, String)) -> Option<String> {
+        let tokens = self.tokens.lock().ok()?;
+        tokens
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(token, _)| token.clone())
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credentials: Option<&Credentials>,
+        key: &(String, String),
+    ) -> Result<String, RegistryError> {
+        let mut request = self.http.get(realm).query(&[("scope", scope)]);
+        if let Some(service) = service {
+            request = request.query(&[("service", service)]);
+        }
+        if let Some(credentials) = credentials {
+            request = request.header(AUTHORIZATION, credentials.basic_header());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| RegistryError::Transport {
+                url: realm.to_string(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(RegistryError::Unauthorized {
+                what: format!("token for {scope}"),
+                registry: key.0.clone(),
+                reason: format!("the token service answered {}", response.status()),
+            });
+        }
+        let body: serde_json::Value =
+            response
+                .json()
+                .await
+                .map_err(|source| RegistryError::Transport {
+                    url: realm.to_string(),
+                    source,
+                })?;
+        let token = body
+            .get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .ok_or_else(|| RegistryError::Protocol {
+                what: format!("token for {scope}"),
+                reason: "the token service answered without a token".into(),
+            })?;
+        let lifetime = body
+            .get("expires_in")
+            .and_then(|e| e.as_u64())
+            .unwrap_or(60)
+            .max(10);
+        let header = format!("Bearer {token}");
+        if let Ok(mut tokens) = self.tokens.lock() {
+            // Renew a little early.
+            let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(5));
+            tokens.insert(key.clone(), (header.clone(), until));
+        }
+        Ok(header)
+    }
+
+    async fn check(
+        response: reqwest::Response,
+        what: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound(what.to_string()));
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(RegistryError::Status {
+            what: what.to_string(),
+            status,
+            body: body.chars().take(500).collect(),
+        })
+    }
+
+    /// The manifest `reference` names, its digest and its raw bytes.
+    pub async fn manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Manifest, Digest, Bytes), RegistryError> {
+        let url = format!(
+            "{}/manifests/{}",
+            self.base_url(reference),
+            reference.target()
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT_HEADER, HeaderValue::from_static(ACCEPT));
+        let response = self
+            .send(
+                reference,
+                None,
+                Call {
+                    headers,
+                    ..Call::new(Method::GET, &url, "pull")
+                },
+            )
+            .await?;
+        let response = Self::check(response, &reference.to_string()).await?;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| RegistryError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let digest = Digest::of(&bytes);
+        if let Some(expected) = &reference.digest {
+            if *expected != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what: reference.to_string(),
+                    expected: expected.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let manifest = Manifest::parse(content_type.as_deref(), &bytes, &reference.to_string())?;
+        Ok((manifest, digest, bytes))
+    }
+
+    /// Resolves a tag (or digest) to the digest of its manifest.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, RegistryError> {
+        Ok(self.manifest(reference).await?.1)
+    }
+
+    /// A blob, checked against its digest.
+    pub async fn blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<Bytes, RegistryError> {
+        let url = format!("{}/blobs/{digest}", self.base_url(reference));
+        let response = self
+            .send(reference, None, Call::new(Method::GET, &url, "pull"))
+            .await?;
+        let what = format!("{}@{digest}", reference.repository);
+        let response = Self::check(response, &what).await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| RegistryError::Transport { url, source })?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Whether the repository has the blob already.
+    pub async fn blob_exists(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let url = format!("{}/blobs/{digest}", self.base_url(reference));
+        let response = self
+            .send(reference, None, Call::new(Method::HEAD, &url, "pull"))
+            .await?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Self::check(response, &url).await.map(|_| false),
+        }
+    }
+
+    /// Asks the registry to link a blob from another repository of the same registry;
+    /// returns whether it did (no bytes cross the wire then).
+    pub async fn mount_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        from_repository: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<bool, RegistryError> {
+        let url = format!(
+            "{}/blobs/uploads/?mount={digest}&from={from_repository}",
+            self.base_url(reference)
+        );
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call::new(Method::POST, &url, "pull,push"),
+            )
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            // The registry started an upload instead: it could not mount.
+            StatusCode::ACCEPTED => Ok(false),
+            _ => Self::check(response, &url).await.map(|_| false),
+        }
+    }
+
+    /// Uploads a blob (monolithic: one POST, one PUT) unless the repository has it.
+    /// Returns the number of bytes sent.
+    pub async fn push_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        bytes: Bytes,
+        credentials: Option<&Credentials>,
+    ) -> Result<u64, RegistryError> {
+        if self.blob_exists(reference, digest).await? {
+            return Ok(0);
+        }
+        let start = format!("{}/blobs/uploads/", self.base_url(reference));
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call::new(Method::POST, &start, "pull,push"),
+            )
+            .await?;
+        let response = Self::check(response, &start).await?;
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                what: start.clone(),
+                reason: "the registry started an upload without a Location".into(),
+            })?;
+        let mut url = if location.starts_with("http") {
+            location.to_string()
+        } else {
+            let base = self.base_url(reference);
+            let origin = &base[..base.find("/v2/").unwrap_or(base.len())];
+            format!("{origin}{location}")
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let size = bytes.len() as u64;
+        let body = Body {
+            bytes,
+            content_type: Some("application/octet-stream".into()),
+        };
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call {
+                    body: Some(body),
+                    ..Call::new(Method::PUT, &url, "pull,push")
+                },
+            )
+            .await?;
+        Self::check(response, &format!("upload of {digest}")).await?;
+        Ok(size)
+    }
+
+    /// Pushes a manifest or index under `tag_or_digest`; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        reference: &Reference,
+        tag_or_digest: &str,
+        media_type: &str,
+        bytes: Bytes,
+        credentials: Option<&Credentials>,
+    ) -> Result<Digest, RegistryError> {
+        let url = format!("{}/manifests/{tag_or_digest}", self.base_url(reference));
+        let digest = Digest::of(&bytes);
+        let body = Body {
+            bytes,
+            content_type: Some(media_type.to_string()),
+        };
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call {
+                    body: Some(body),
+                    ..Call::new(Method::PUT, &url, "pull,push")
+                },
+            )
+            .await?;
+        Self::check(
+            response,
+            &format!("{}:{tag_or_digest}", reference.repository),
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    /// Copies an image, every arch, from one reference to another. Blobs are mounted across
+    /// repositories of one registry (never re-uploaded) and skipped when already there.
+    /// Returns the digest of the copied manifest (or index) and the blob bytes uploaded.
+    pub async fn copy(
+        &self,
+        from: &Reference,
+        to: &Reference,
+        credentials: Option<&Credentials>,
+    ) -> Result<(Digest, u64), RegistryError> {
+        let (manifest, digest, raw) = self.manifest(from).await?;
+        let mut uploaded = 0;
+        let images = match &manifest {
+            Manifest::Image(_) => vec![(manifest.clone(), raw.clone(), digest.clone())],
+            Manifest::Index(index) => {
+                let mut images = Vec::new();
+                for entry in &index.manifests {
+                    let child = from.with_digest(entry.digest.clone());
+                    let (m, d, r) = self.manifest(&child).await?;
+                    images.push((m, r, d));
+                }
+                images
+            }
+        };
+        for (image, raw_image, image_digest) in &images {
+            let Manifest::Image(image) = image else {
+                return Err(RegistryError::Protocol {
+                    what: from.to_string(),
+                    reason: "an index inside an index is not supported".into(),
+                });
+            };
+            for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
+                uploaded += self
+                    .transfer_blob(from, to, &blob.digest, credentials)
+                    .await?;
+            }
+            if matches!(manifest, Manifest::Index(_)) {
+                self.push_manifest(
+                    to,
+                    image_digest.as_str(),
+                    &media_type_of(raw_image),
+                    raw_image.clone(),
+                    credentials,
+                )
+                .await?;
+            }
+        }
+        let pushed = self
+            .push_manifest(to, &to.target(), manifest.media_type(), raw, credentials)
+            .await?;
+        Ok((pushed, uploaded))
+    }
+
+    /// Gets a blob into `to`: already there, mounted, or downloaded and uploaded.
+    async fn transfer_blob(
+        &self,
+        from: &Reference,
+        to: &Reference,
+        digest: &Digest,
+        credentials: Option<&Credentials>,
+    ) -> Result<u64, RegistryError> {
+        if self.blob_exists(to, digest).await? {
+            return Ok(0);
+        }
+        if from.registry == to.registry
+            && self
+                .mount_blob(to, digest, &from.repository, credentials)
+                .await?
+        {
+            return Ok(0);
+        }
+        let bytes = self.blob(from, digest).await?;
+        self.push_blob(to, digest, bytes, credentials).await
+    }
+}
+
+fn media_type_of(raw: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(raw)
+        .ok()
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| super::manifest::OCI_MANIFEST.to_string())
+}
