@@ -225,7 +225,13 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             api: std::sync::Arc::new(settings),
         })
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        tracing::info!(%addr, https = tls.is_some(), "iib API listening");
+        let bound = listener.local_addr()?;
+        tracing::info!(%bound, https = tls.is_some(), "iib API listening");
+        // One line on stdout for whoever started us (with IIB_LISTEN_ADDR port 0: the port).
+        println!(
+            "iib: API listening on {}://{bound}",
+            if tls.is_some() { "https" } else { "http" }
+        );
         let handle = axum_server::Handle::new();
         let stop = shutdown.clone();
         let stopping = handle.clone();

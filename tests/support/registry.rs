@@ -10,16 +10,26 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+const BINARY: &str = "/usr/bin/docker-registry";
+
 impl Registry {
     pub async fn start() -> Self {
-        let binary = "/usr/bin/docker-registry";
         assert!(
-            std::path::Path::new(binary).exists(),
-            "{binary} is missing: run tests/run-all.sh, which installs Debian's docker-registry"
+            std::path::Path::new(BINARY).exists(),
+            "{BINARY} is missing: run tests/run-all.sh, which installs Debian's docker-registry"
         );
+        // A port the OS just freed can be taken by another test before we bind it: retry.
+        for _ in 0..5 {
+            if let Some(registry) = Self::try_start().await {
+                return registry;
+            }
+        }
+        panic!("the registry did not start");
+    }
+
+    async fn try_start() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::server::free_port();
-        let host = format!("127.0.0.1:{port}");
+        let host = format!("127.0.0.1:{}", super::server::free_port());
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -29,7 +39,7 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new(binary)
+        let mut child = Command::new(BINARY)
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -38,19 +48,25 @@ impl Registry {
             .unwrap();
         let started = Instant::now();
         loop {
-            if std::net::TcpStream::connect(&host).is_ok() {
-                break;
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the registry did not start"
-            );
+            // Only a registry answers /v2/ with this header: not some other test's server.
+            if let Ok(r) = reqwest::get(format!("http://{host}/v2/")).await {
+                if r.headers().contains_key("docker-distribution-api-version") {
+                    return Some(Self {
+                        child,
+                        host,
+                        _dir: dir,
+                    });
+                }
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self {
-            child,
-            host,
-            _dir: dir,
         }
     }
 }

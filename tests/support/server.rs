@@ -1,4 +1,4 @@
-//! A real `iib serve` process on a free loopback port, with its own data directory.
+//! A real `iib serve` process on a loopback port it picks itself, with its own data directory.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -10,7 +10,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
 }
 
-/// A free loopback port (the OS picks it; it is released before the server binds it).
+/// A free loopback port (the OS picks it; it is released before the caller binds it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -27,34 +27,47 @@ impl Server {
 
     pub async fn start_with(settings: &BTreeMap<String, String>, https: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_iib"));
-        command
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
             .arg("serve")
             .env_clear()
             .env("IIB_DATA_DIR", dir.path())
-            .env("IIB_LISTEN_ADDR", &addr)
+            // Port 0: the server binds a free port itself and says which on stdout.
+            .env("IIB_LISTEN_ADDR", "127.0.0.1:0")
             .env("IIB_LOG_LEVEL", "WARN")
             .envs(settings)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let child = command.spawn().unwrap();
-        let scheme = if https { "https" } else { "http" };
-        let server = Self {
-            child,
-            base: format!("{scheme}://{addr}"),
-            dir,
-        };
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.strip_prefix("iib: API listening on ") {
+                    let _ = sender.send(url.to_string());
+                }
+            }
+        });
         let started = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err() {
+        let base = loop {
+            if let Ok(url) = receiver.try_recv() {
+                break url;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("iib serve exited: {status}");
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "iib serve did not start"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        server
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(base.starts_with("https://"), https, "{base}");
+        Self { child, base, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
