@@ -7,6 +7,7 @@ pub mod client;
 pub mod digest;
 pub mod manifest;
 pub mod reference;
+pub mod unpack;
 
 pub use client::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
 pub use digest::Digest;
