@@ -203,3 +203,208 @@ async fn a_blob_is_checked_against_its_digest() {
         .await
         .is_err());
 }
+
+/// Incompressible bytes, the same for the same seed.
+fn noise(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Digest::of(seed.as_bytes()).to_string().into_bytes();
+    while out.len() < len {
+        block = Digest::of(&block).to_string().into_bytes();
+        out.extend_from_slice(&block[7..]);
+    }
+    out.truncate(len);
+    out
+}
+
+/// A base ("binary") image: per arch, one real gzip layer with an `opm` and a label.
+async fn push_base(client: &RegistryClient, reference: &Reference, arches: &[&str]) -> u64 {
+    use iib::registry::build::layer;
+    use std::collections::BTreeMap;
+    let mut entries = Vec::new();
+    let mut base_bytes = 0;
+    for arch in arches {
+        let files = BTreeMap::from([
+            ("bin/opm".to_string(), noise(arch, 300_000)),
+            (
+                "configs/base/catalog.json".to_string(),
+                format!("{{\"from\":\"{arch}\"}}").into_bytes(),
+            ),
+        ]);
+        let l = layer(&files);
+        base_bytes += l.blob.len() as u64;
+        client
+            .push_blob(reference, &l.digest, l.blob.clone(), None)
+            .await
+            .unwrap();
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Labels": {"com.redhat.index.delivery.version": "v4.18"}, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [l.diff_id]},
+        });
+        let config = serde_json::to_vec(&config).unwrap();
+        client
+            .push_blob(
+                reference,
+                &Digest::of(&config),
+                Bytes::from(config.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: descriptor(OCI_CONFIG, &config, None),
+            layers: vec![Descriptor {
+                media_type: OCI_LAYER_GZIP.into(),
+                digest: l.digest.clone(),
+                size: l.blob.len() as u64,
+                platform: None,
+                annotations: None,
+            }],
+            annotations: None,
+        };
+        let raw = serde_json::to_vec(&manifest).unwrap();
+        client
+            .push_manifest(
+                reference,
+                &Digest::of(&raw).to_string(),
+                OCI_MANIFEST,
+                Bytes::from(raw.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+        entries.push(descriptor(
+            OCI_MANIFEST,
+            &raw,
+            Some(Platform {
+                architecture: arch.to_string(),
+                os: "linux".into(),
+                variant: None,
+            }),
+        ));
+    }
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.into()),
+        manifests: entries,
+        annotations: None,
+    };
+    client
+        .push_manifest(
+            reference,
+            reference.tag.as_deref().unwrap(),
+            OCI_INDEX,
+            Bytes::from(serde_json::to_vec(&index).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+    base_bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_built_on_a_base_mounts_its_layers_and_reads_back() {
+    use iib::registry::build::{layer, ConfigChanges};
+    use iib::registry::unpack::Limits;
+    use std::collections::BTreeMap;
+    let registry = Registry::start().await;
+    let client = client();
+    let base: Reference = format!("{}/ns/opm:v4.18", registry.host).parse().unwrap();
+    let base_bytes = push_base(&client, &base, &["amd64", "s390x", "ppc64le"]).await;
+    let target: Reference = format!("{}/iib/iib-build:7", registry.host)
+        .parse()
+        .unwrap();
+    let new_layer = layer(&BTreeMap::from([(
+        "configs/kube-green/catalog.json".to_string(),
+        noise("catalog", 50_000),
+    )]));
+    let changes = ConfigChanges {
+        labels: BTreeMap::from([(
+            "operators.operatorframework.io.index.configs.v1".to_string(),
+            "/configs".to_string(),
+        )]),
+        created_by: "iib test".into(),
+        ..Default::default()
+    };
+    let arches = vec!["s390x".to_string(), "amd64".to_string()];
+    let built = client
+        .build(
+            &base,
+            &target,
+            &arches,
+            std::slice::from_ref(&new_layer),
+            &changes,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        built
+            .manifests
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>(),
+        ["amd64", "s390x"]
+    );
+    // Only the new layer crossed the wire, once, plus two small configs; the base was mounted.
+    let new = new_layer.blob.len() as u64;
+    assert!(
+        built.uploaded >= new && built.uploaded < new + 10_000,
+        "uploaded {} (layer {new}, base {base_bytes})",
+        built.uploaded
+    );
+    assert_eq!(client.resolve(&target).await.unwrap(), built.index);
+    assert_eq!(client.arches(&target).await.unwrap(), ["amd64", "s390x"]);
+
+    let labels = client.labels(&target).await.unwrap();
+    assert_eq!(
+        labels["com.redhat.index.delivery.version"], "v4.18",
+        "kept from the base"
+    );
+    assert_eq!(
+        labels["operators.operatorframework.io.index.configs.v1"],
+        "/configs"
+    );
+    let tree = client
+        .read_paths(&target, Some("s390x"), &["/configs"], Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        tree.file("configs/base/catalog.json"),
+        Some(&b"{\"from\":\"s390x\"}"[..])
+    );
+    assert_eq!(
+        tree.file("configs/kube-green/catalog.json")
+            .map(|f| f.len()),
+        Some(50_000)
+    );
+    let summary = client.inspect(&target).await.unwrap();
+    assert_eq!(summary["Digest"], built.index.to_string());
+    assert_eq!(summary["Layers"].as_array().unwrap().len(), 2);
+
+    // The same build again: the same digest, nothing uploaded.
+    let again = client
+        .build(
+            &base,
+            &target,
+            &arches,
+            std::slice::from_ref(&new_layer),
+            &changes,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.index, built.index, "reproducible");
+    assert_eq!(again.uploaded, 0);
+    // An arch the base lacks is a clear error.
+    let err = client
+        .build(&base, &target, &["arm64".to_string()], &[], &changes, None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("has no linux/arm64 image"),
+        "{err}"
+    );
+}

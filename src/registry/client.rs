@@ -621,7 +621,7 @@ impl RegistryClient {
     }
 
     /// Gets a blob into `to`: already there, mounted, or downloaded and uploaded.
-    async fn transfer_blob(
+    pub(crate) async fn transfer_blob(
         &self,
         from: &Reference,
         to: &Reference,

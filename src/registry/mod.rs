@@ -3,8 +3,10 @@
 //! kept apart from the client so they can be tested and fuzzed without a network.
 
 pub mod auth;
+pub mod build;
 pub mod client;
 pub mod digest;
+pub mod inspect;
 pub mod manifest;
 pub mod reference;
 pub mod unpack;

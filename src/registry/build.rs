@@ -1,0 +1,335 @@
+//! Daemonless image assembly: a new image per arch from a base image (IIB's "binary image")
+//! plus layers made here, with config changes, pushed with an image index for all arches.
+//! The base's layers are kept by reference (mounted within a registry, never re-uploaded);
+//! layers are deterministic tars (sorted, mtime 0, uid/gid 0) gzipped without a timestamp,
+//! and configs carry a fixed creation time, so the same content gives the same digest.
+
+use super::auth::Credentials;
+use super::client::{RegistryClient, RegistryError};
+use super::digest::{Digest, Hasher};
+use super::inspect::InspectError;
+use super::manifest::{
+    Descriptor, ImageIndex, ImageManifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+};
+use super::reference::Reference;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+/// A layer made here: its gzipped tar and the digest of the tar (the config's diff id).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub blob: Bytes,
+    pub digest: Digest,
+    pub diff_id: Digest,
+}
+
+/// Builds a deterministic layer from `files` (path → content; parent directories added).
+pub fn layer(files: &BTreeMap<String, Vec<u8>>) -> Layer {
+    let mut dirs = BTreeSet::new();
+    for path in files.keys() {
+        let mut at = path.trim_matches('/');
+        while let Some((dir, _)) = at.rsplit_once('/') {
+            dirs.insert(dir.to_string());
+            at = dir;
+        }
+    }
+    let mut entries: Vec<(String, Option<&Vec<u8>>)> =
+        dirs.into_iter().map(|d| (d, None)).collect();
+    entries.extend(
+        files
+            .iter()
+            .map(|(p, c)| (p.trim_matches('/').to_string(), Some(c))),
+    );
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (path, content) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        match content {
+            None => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, format!("{path}/"), std::io::empty())
+                    .expect("writing to memory");
+            }
+            Some(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                header.set_size(bytes.len() as u64);
+                builder
+                    .append_data(&mut header, &path, bytes.as_slice())
+                    .expect("writing to memory");
+            }
+        }
+    }
+    let tar = builder.into_inner().expect("writing to memory");
+    let diff_id = Digest::of(&tar);
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("writing to memory");
+    let blob = Bytes::from(gz.finish().expect("writing to memory"));
+    let mut hasher = Hasher::default();
+    hasher.update(&blob);
+    Layer {
+        digest: hasher.finish(),
+        diff_id,
+        blob,
+    }
+}
+
+/// Changes to the base image's config.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigChanges {
+    pub labels: BTreeMap<String, String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `NAME=value` entries, replacing a base entry of the same name.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// The history entry's `created_by`, e.g. what built the layer.
+    pub created_by: String,
+}
+
+/// What a build pushed.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub index: Digest,
+    /// (arch, manifest digest), sorted by arch.
+    pub manifests: Vec<(String, Digest)>,
+    /// Blob bytes that crossed the wire.
+    pub uploaded: u64,
+}
+
+/// A fixed creation time, so builds are reproducible.
+const CREATED: &str = "1970-01-01T00:00:00Z";
+
+fn apply_changes(mut config: Value, layers: &[Layer], changes: &ConfigChanges) -> Value {
+    let inner = &mut config["config"];
+    if !inner.is_object() {
+        *inner = json!({});
+    }
+    let labels = &mut inner["Labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    for (k, v) in &changes.labels {
+        labels[k] = json!(v);
+    }
+    if let Some(entrypoint) = &changes.entrypoint {
+        inner["Entrypoint"] = json!(entrypoint);
+    }
+    if let Some(cmd) = &changes.cmd {
+        inner["Cmd"] = json!(cmd);
+    }
+    if let Some(dir) = &changes.working_dir {
+        inner["WorkingDir"] = json!(dir);
+    }
+    if !changes.env.is_empty() {
+        let mut env: Vec<String> = inner["Env"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for entry in &changes.env {
+            let name = entry.split('=').next().unwrap_or(entry);
+            env.retain(|e| e.split('=').next() != Some(name));
+            env.push(entry.clone());
+        }
+        inner["Env"] = json!(env);
+    }
+    if !config["rootfs"].is_object() {
+        config["rootfs"] = json!({"type": "layers", "diff_ids": []});
+    }
+    if let Some(diff_ids) = config["rootfs"]["diff_ids"].as_array_mut() {
+        diff_ids.extend(layers.iter().map(|l| json!(l.diff_id)));
+    }
+    if !config["history"].is_array() {
+        config["history"] = json!([]);
+    }
+    if let Some(history) = config["history"].as_array_mut() {
+        for _ in layers {
+            history.push(json!({"created": CREATED, "created_by": changes.created_by}));
+        }
+    }
+    config["created"] = json!(CREATED);
+    config
+}
+
+impl RegistryClient {
+    /// Builds `target` for `arches` from `base` plus `layers`, and pushes it with an index
+    /// tagged as `target` says.
+    pub async fn build(
+        &self,
+        base: &Reference,
+        target: &Reference,
+        arches: &[String],
+        layers: &[Layer],
+        changes: &ConfigChanges,
+        credentials: Option<&Credentials>,
+    ) -> Result<Built, InspectError> {
+        let mut uploaded = 0;
+        let mut entries = Vec::new();
+        let mut manifests = Vec::new();
+        let mut arches: Vec<String> = arches.to_vec();
+        arches.sort();
+        arches.dedup();
+        for arch in &arches {
+            let image = self.arch_image(base, Some(arch)).await?;
+            for layer in &image.manifest.layers {
+                uploaded += self
+                    .transfer_blob(base, target, &layer.digest, credentials)
+                    .await?;
+            }
+            for layer in layers {
+                uploaded += self
+                    .push_blob(target, &layer.digest, layer.blob.clone(), credentials)
+                    .await?;
+            }
+            let config = apply_changes(image.config.clone(), layers, changes);
+            let config_bytes =
+                Bytes::from(
+                    serde_json::to_vec(&config).map_err(|e| RegistryError::Protocol {
+                        what: target.to_string(),
+                        reason: e.to_string(),
+                    })?,
+                );
+            let config_digest = Digest::of(&config_bytes);
+            let config_size = config_bytes.len() as u64;
+            uploaded += self
+                .push_blob(target, &config_digest, config_bytes, credentials)
+                .await?;
+            let mut image_layers = image.manifest.layers.clone();
+            image_layers.extend(layers.iter().map(|l| Descriptor {
+                media_type: OCI_LAYER_GZIP.into(),
+                digest: l.digest.clone(),
+                size: l.blob.len() as u64,
+                platform: None,
+                annotations: None,
+            }));
+            let manifest = ImageManifest {
+                schema_version: 2,
+                media_type: Some(OCI_MANIFEST.into()),
+                config: Descriptor {
+                    media_type: OCI_CONFIG.into(),
+                    digest: config_digest,
+                    size: config_size,
+                    platform: None,
+                    annotations: None,
+                },
+                layers: image_layers,
+                annotations: None,
+            };
+            let raw = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| {
+                RegistryError::Protocol {
+                    what: target.to_string(),
+                    reason: e.to_string(),
+                }
+            })?);
+            let digest = Digest::of(&raw);
+            let size = raw.len() as u64;
+            self.push_manifest(target, digest.as_str(), OCI_MANIFEST, raw, credentials)
+                .await?;
+            entries.push(Descriptor {
+                media_type: OCI_MANIFEST.into(),
+                digest: digest.clone(),
+                size,
+                platform: Some(Platform {
+                    architecture: arch.clone(),
+                    os: image.config["os"].as_str().unwrap_or("linux").to_string(),
+                    variant: image.config["variant"].as_str().map(str::to_string),
+                }),
+                annotations: None,
+            });
+            manifests.push((arch.clone(), digest));
+        }
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: Some(OCI_INDEX.into()),
+            manifests: entries,
+            annotations: None,
+        };
+        let raw = Bytes::from(
+            serde_json::to_vec(&index).map_err(|e| RegistryError::Protocol {
+                what: target.to_string(),
+                reason: e.to_string(),
+            })?,
+        );
+        let index = self
+            .push_manifest(target, &target.target(), OCI_INDEX, raw, credentials)
+            .await?;
+        Ok(Built {
+            index,
+            manifests,
+            uploaded,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_files_make_the_same_layer() {
+        let mut files = BTreeMap::new();
+        files.insert("configs/b/catalog.json".to_string(), b"{}".to_vec());
+        files.insert("configs/a/catalog.json".to_string(), b"{\"a\":1}".to_vec());
+        let one = layer(&files);
+        let two = layer(&files);
+        assert_eq!(one.digest, two.digest);
+        assert_eq!(one.diff_id, two.diff_id);
+        assert_eq!(Digest::of(&one.blob), one.digest);
+        // It reads back with the reader, parent directories included.
+        let tree = super::super::unpack::extract(
+            &[(OCI_LAYER_GZIP, &one.blob)],
+            &["configs"],
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(tree.file("configs/a/catalog.json"), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(
+            tree.nodes.get("configs/a"),
+            Some(&super::super::unpack::Node::Dir)
+        );
+    }
+
+    #[test]
+    fn config_changes_merge_into_the_base() {
+        let base = json!({"architecture": "s390x", "os": "linux",
+            "config": {"Labels": {"a": "1"}, "Env": ["PATH=/bin", "X=1"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:00"]}, "history": [{}]});
+        let l = layer(&BTreeMap::from([("x".to_string(), b"x".to_vec())]));
+        let changes = ConfigChanges {
+            labels: BTreeMap::from([(
+                "operators.operatorframework.io.index.configs.v1".into(),
+                "/configs".into(),
+            )]),
+            env: vec!["X=2".into()],
+            entrypoint: Some(vec!["/bin/opm".into()]),
+            created_by: "iib".into(),
+            ..Default::default()
+        };
+        let config = apply_changes(base, std::slice::from_ref(&l), &changes);
+        assert_eq!(config["config"]["Labels"]["a"], "1");
+        assert_eq!(
+            config["config"]["Labels"]["operators.operatorframework.io.index.configs.v1"],
+            "/configs"
+        );
+        assert_eq!(config["config"]["Env"], json!(["PATH=/bin", "X=2"]));
+        assert_eq!(config["rootfs"]["diff_ids"][1], json!(l.diff_id));
+        assert_eq!(config["history"].as_array().unwrap().len(), 2);
+        assert_eq!(config["created"], CREATED);
+    }
+}
