@@ -176,7 +176,7 @@ async fn copying_within_a_registry_mounts_every_blob() {
             panic!()
         };
         for layer in &image.layers {
-            assert!(client.blob_exists(&to, &layer.digest).await.unwrap());
+            assert!(client.blob_exists(&to, &layer.digest, None).await.unwrap());
         }
     }
 }
@@ -406,5 +406,93 @@ async fn an_image_built_on_a_base_mounts_its_layers_and_reads_back() {
     assert!(
         err.to_string().contains("has no linux/arm64 image"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_retried_after_server_errors() {
+    use std::sync::atomic::Ordering;
+    use support::faults::FaultProxy;
+    let registry = Registry::start().await;
+    let client = client();
+    let direct: Reference = format!("{}/ns/retry:1", registry.host).parse().unwrap();
+    let (digest, _) = push_two_arch_image(&client, &direct).await;
+    let proxy = FaultProxy::start(&registry.host, 2).await;
+    let through: Reference = format!("{}/ns/retry:1", proxy.host).parse().unwrap();
+    assert_eq!(
+        client.resolve(&through).await.unwrap(),
+        digest,
+        "the third try gets through"
+    );
+    assert_eq!(proxy.calls.load(Ordering::SeqCst), 3);
+    // More failures than attempts: the error says what the registry answered.
+    let stubborn = FaultProxy::start(&registry.host, 10).await;
+    let through: Reference = format!("{}/ns/retry:1", stubborn.host).parse().unwrap();
+    let err = client.resolve(&through).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(
+        stubborn.calls.load(Ordering::SeqCst),
+        3,
+        "attempts are capped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_basic_auth_takes_our_credentials_and_refuses_others() {
+    use iib::registry::auth::{CredentialStore, Credentials};
+    let registry = Registry::start_with_auth(Some(("robot", "s3cret"))).await;
+    let anonymous = client();
+    let reference: Reference = format!("{}/ns/private:1", registry.host).parse().unwrap();
+    let err = anonymous
+        .push_blob(
+            &reference,
+            &Digest::of(b"x"),
+            Bytes::from_static(b"x"),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(err.to_string().contains("no credentials"), "{err}");
+    let mut credentials = CredentialStore::default();
+    credentials.insert(
+        &registry.host,
+        Credentials::from_user_colon_secret("robot:s3cret").unwrap(),
+    );
+    let authed = RegistryClient::new(ClientOptions {
+        credentials,
+        ..Default::default()
+    })
+    .unwrap();
+    let (digest, _) = push_two_arch_image(&authed, &reference).await;
+    assert_eq!(authed.resolve(&reference).await.unwrap(), digest);
+    // A per-request override (IIB's overwrite_from_index_token) works without a store entry.
+    let token = Credentials::from_user_colon_secret("robot:s3cret").unwrap();
+    assert_eq!(
+        anonymous
+            .push_blob(
+                &reference,
+                &Digest::of(b"y"),
+                Bytes::from_static(b"y"),
+                Some(&token)
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    let wrong = Credentials::from_user_colon_secret("robot:nope").unwrap();
+    let err = anonymous
+        .push_blob(
+            &reference,
+            &Digest::of(b"z"),
+            Bytes::from_static(b"z"),
+            Some(&wrong),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        !err.to_string().contains("nope"),
+        "the secret is not in the error"
     );
 }

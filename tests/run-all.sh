@@ -68,6 +68,9 @@ ensure_clients() {
     local missing=()
     command -v openssl >/dev/null || missing+=(openssl)
     [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
+    command -v skopeo >/dev/null || missing+=(skopeo)
+    command -v umoci >/dev/null || missing+=(umoci)
     if ! "$venv/bin/python" -c 'import iiblib' >/dev/null 2>&1; then
         dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
         command -v krb5-config >/dev/null || missing+=(libkrb5-dev)
@@ -91,7 +94,7 @@ ensure_clients() {
     export SCHEMATHESIS="$fuzz/bin/schemathesis"
 }
 
-step "clients and services (iiblib, schemathesis, openssl, docker-registry)"
+step "clients and services (iiblib, schemathesis, openssl, docker-registry, skopeo, umoci)"
 ensure_clients
 echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
 

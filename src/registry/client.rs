@@ -92,6 +92,46 @@ pub struct ClientOptions {
     pub credentials: CredentialStore,
 }
 
+impl ClientOptions {
+    /// IIB's worker settings: `IIB_TOTAL_ATTEMPTS`, `IIB_RETRY_DELAY`, `IIB_RETRY_JITTER`,
+    /// `IIB_RETRY_MULTIPLIER` (seconds), `IIB_INSECURE_REGISTRIES`, and the Docker config at
+    /// `IIB_DOCKER_CONFIG_TEMPLATE` (default `~/.docker/config.json`, if present).
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
+        let seconds = |key: &str, default: i64| {
+            Duration::from_secs(config.integer(key).unwrap_or(default).max(0) as u64)
+        };
+        let docker_config = config
+            .text("IIB_DOCKER_CONFIG_TEMPLATE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| std::path::Path::new(&h).join(".docker/config.json"))
+            });
+        let credentials = match docker_config {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("cannot read the Docker config {}: {e}", path.display())
+                })?;
+                CredentialStore::from_docker_config(&text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            _ => CredentialStore::default(),
+        };
+        Ok(Self {
+            retry: RetryPolicy {
+                attempts: config.integer("IIB_TOTAL_ATTEMPTS").unwrap_or(5).max(1) as u32,
+                delay: seconds("IIB_RETRY_DELAY", 10),
+                multiplier: config.integer("IIB_RETRY_MULTIPLIER").unwrap_or(5).max(1) as f64,
+                jitter: seconds("IIB_RETRY_JITTER", 10),
+                max_delay: Duration::from_secs(120),
+            },
+            timeout: None,
+            insecure_registries: config.strings("IIB_INSECURE_REGISTRIES"),
+            credentials,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -438,10 +478,15 @@ impl RegistryClient {
         &self,
         reference: &Reference,
         digest: &Digest,
+        credentials: Option<&Credentials>,
     ) -> Result<bool, RegistryError> {
         let url = format!("{}/blobs/{digest}", self.base_url(reference));
         let response = self
-            .send(reference, None, Call::new(Method::HEAD, &url, "pull"))
+            .send(
+                reference,
+                credentials,
+                Call::new(Method::HEAD, &url, "pull"),
+            )
             .await?;
         match response.status() {
             s if s.is_success() => Ok(true),
@@ -487,7 +532,7 @@ impl RegistryClient {
         bytes: Bytes,
         credentials: Option<&Credentials>,
     ) -> Result<u64, RegistryError> {
-        if self.blob_exists(reference, digest).await? {
+        if self.blob_exists(reference, digest, credentials).await? {
             return Ok(0);
         }
         let start = format!("{}/blobs/uploads/", self.base_url(reference));
@@ -628,7 +673,7 @@ impl RegistryClient {
         digest: &Digest,
         credentials: Option<&Credentials>,
     ) -> Result<u64, RegistryError> {
-        if self.blob_exists(to, digest).await? {
+        if self.blob_exists(to, digest, credentials).await? {
             return Ok(0);
         }
         if from.registry == to.registry

@@ -14,31 +14,45 @@ const BINARY: &str = "/usr/bin/docker-registry";
 
 impl Registry {
     pub async fn start() -> Self {
+        Self::start_with_auth(None).await
+    }
+
+    /// A registry that asks for basic auth (an htpasswd file made with Apache's `htpasswd`).
+    pub async fn start_with_auth(user_and_password: Option<(&str, &str)>) -> Self {
         assert!(
             std::path::Path::new(BINARY).exists(),
             "{BINARY} is missing: run tests/run-all.sh, which installs Debian's docker-registry"
         );
         // A port the OS just freed can be taken by another test before we bind it: retry.
         for _ in 0..5 {
-            if let Some(registry) = Self::try_start().await {
+            if let Some(registry) = Self::try_start(user_and_password).await {
                 return registry;
             }
         }
         panic!("the registry did not start");
     }
 
-    async fn try_start() -> Option<Self> {
+    async fn try_start(user_and_password: Option<(&str, &str)>) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let host = format!("127.0.0.1:{}", super::server::free_port());
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = user_and_password {
+            let out = Command::new("htpasswd")
+                .args(["-nbB", user, password])
+                .output()
+                .expect("htpasswd (Debian's apache2-utils) is needed; run tests/run-all.sh");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, out.stdout).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let mut child = Command::new(BINARY)
             .arg("serve")
             .arg(&config)
