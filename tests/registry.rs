@@ -496,3 +496,103 @@ async fn a_registry_with_basic_auth_takes_our_credentials_and_refuses_others() {
         "the secret is not in the error"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_tools_read_the_images_we_build() {
+    use iib::registry::build::{layer, ConfigChanges};
+    use std::collections::BTreeMap;
+    use std::process::Command;
+    let registry = Registry::start().await;
+    let client = client();
+    let base: Reference = format!("{}/ns/opm:v4.18", registry.host).parse().unwrap();
+    push_base(&client, &base, &["amd64", "s390x"]).await;
+    let target: Reference = format!("{}/iib/iib-build:8", registry.host)
+        .parse()
+        .unwrap();
+    let new_layer = layer(&BTreeMap::from([(
+        "configs/kube-green/catalog.json".to_string(),
+        b"{\"schema\":\"olm.package\",\"name\":\"kube-green\"}".to_vec(),
+    )]));
+    let changes = ConfigChanges {
+        labels: BTreeMap::from([(
+            "operators.operatorframework.io.index.configs.v1".to_string(),
+            "/configs".to_string(),
+        )]),
+        created_by: "iib test".into(),
+        ..Default::default()
+    };
+    client
+        .build(
+            &base,
+            &target,
+            &["amd64".into(), "s390x".into()],
+            &[new_layer],
+            &changes,
+            None,
+        )
+        .await
+        .unwrap();
+    let image = format!("docker://{target}");
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("skopeo and umoci are installed by tests/run-all.sh");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let inspected: serde_json::Value = serde_json::from_str(&run(&[
+        "skopeo",
+        "--insecure-policy",
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "s390x",
+        &image,
+    ]))
+    .unwrap();
+    assert_eq!(inspected["Architecture"], "s390x");
+    assert_eq!(
+        inspected["Labels"]["operators.operatorframework.io.index.configs.v1"],
+        "/configs"
+    );
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    run(&[
+        "skopeo",
+        "--insecure-policy",
+        "copy",
+        "--src-tls-verify=false",
+        "--override-arch",
+        "amd64",
+        &image,
+        &format!("oci:{}:built", layout.display()),
+    ]);
+    let bundle = work.path().join("bundle");
+    run(&[
+        "umoci",
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:built", layout.display()),
+        &bundle.display().to_string(),
+    ]);
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("configs/kube-green/catalog.json")).unwrap(),
+        "{\"schema\":\"olm.package\",\"name\":\"kube-green\"}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("configs/base/catalog.json")).unwrap(),
+        "{\"from\":\"amd64\"}"
+    );
+    assert_eq!(
+        std::fs::metadata(rootfs.join("bin/opm")).unwrap().len(),
+        300_000
+    );
+}
