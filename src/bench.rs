@@ -178,3 +178,152 @@ pub async fn seed(url: &str, requests: u64) -> Result<()> {
     store.close().await;
     Ok(())
 }
+
+/// Incompressible bytes, the same for the same seed.
+fn noise(seed: &str, len: usize) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = Sha256::digest(seed.as_bytes());
+    while out.len() < len {
+        block = Sha256::digest(block);
+        out.extend_from_slice(&block);
+    }
+    out.truncate(len);
+    out
+}
+
+/// Registry figures against the registry at `host` (plain HTTP on loopback): push a 3-arch
+/// base of `base_mb` MB per arch, copy it to another repository (blobs mounted), and build a
+/// 3-arch image with one new `layer_mb` MB layer on it.
+pub async fn registry(host: &str, base_mb: usize, layer_mb: usize) -> Result<()> {
+    use crate::registry::build::{layer, ConfigChanges};
+    use crate::registry::manifest::*;
+    use crate::registry::{ClientOptions, Digest, Reference, RegistryClient};
+    use bytes::Bytes;
+    use std::collections::BTreeMap;
+    let client = RegistryClient::new(ClientOptions::default())?;
+    let run = format!("{:x}", Utc::now().timestamp_micros());
+    let base: Reference = format!("{host}/bench/base-{run}:1").parse()?;
+    let arches = ["amd64", "ppc64le", "s390x"];
+    eprintln!(
+        "making a {}-arch base of {base_mb} MB per arch",
+        arches.len()
+    );
+    let started = Instant::now();
+    let mut entries = Vec::new();
+    let mut pushed = 0u64;
+    for arch in arches {
+        let l = layer(&BTreeMap::from([(
+            "bin/opm".to_string(),
+            noise(&format!("{run}{arch}"), base_mb << 20),
+        )]));
+        pushed += client
+            .push_blob(&base, &l.digest, l.blob.clone(), None)
+            .await?;
+        let config = serde_json::to_vec(&json!({
+            "architecture": arch, "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [l.diff_id]},
+        }))?;
+        let config_digest = Digest::of(&config);
+        let config_size = config.len() as u64;
+        pushed += client
+            .push_blob(&base, &config_digest, Bytes::from(config), None)
+            .await?;
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: Descriptor {
+                media_type: OCI_CONFIG.into(),
+                digest: config_digest,
+                size: config_size,
+                platform: None,
+                annotations: None,
+            },
+            layers: vec![Descriptor {
+                media_type: OCI_LAYER_GZIP.into(),
+                digest: l.digest.clone(),
+                size: l.blob.len() as u64,
+                platform: None,
+                annotations: None,
+            }],
+            annotations: None,
+        };
+        let raw = Bytes::from(serde_json::to_vec(&manifest)?);
+        let digest = Digest::of(&raw);
+        let size = raw.len() as u64;
+        client
+            .push_manifest(&base, digest.as_str(), OCI_MANIFEST, raw, None)
+            .await?;
+        entries.push(Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest,
+            size,
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: None,
+            }),
+            annotations: None,
+        });
+    }
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(OCI_INDEX.into()),
+        manifests: entries,
+        annotations: None,
+    };
+    client
+        .push_manifest(
+            &base,
+            "1",
+            OCI_INDEX,
+            Bytes::from(serde_json::to_vec(&index)?),
+            None,
+        )
+        .await?;
+    println!(
+        "push base:  {:.2} s, {:.1} MB uploaded (3 arches x {base_mb} MB, gzip of random data)",
+        started.elapsed().as_secs_f64(),
+        pushed as f64 / 1e6
+    );
+
+    let copy: Reference = format!("{host}/bench/copy-{run}:1").parse()?;
+    let started = Instant::now();
+    let (_, uploaded) = client.copy(&base, &copy, None).await?;
+    println!(
+        "copy:       {:.2} s, {uploaded} bytes uploaded (blobs mounted across repositories)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let built: Reference = format!("{host}/bench/built-{run}:1").parse()?;
+    let new_layer = layer(&BTreeMap::from([(
+        "configs/catalog.json".to_string(),
+        noise(&format!("{run}-layer"), layer_mb << 20),
+    )]));
+    let changes = ConfigChanges {
+        labels: BTreeMap::from([(
+            "operators.operatorframework.io.index.configs.v1".to_string(),
+            "/configs".to_string(),
+        )]),
+        created_by: "iib bench".into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = client
+        .build(
+            &base,
+            &built,
+            &arches.map(String::from),
+            std::slice::from_ref(&new_layer),
+            &changes,
+            None,
+        )
+        .await?;
+    println!(
+        "build+push: {:.2} s, {:.2} MB uploaded (new layer {:.2} MB, configs included; base layers mounted)",
+        started.elapsed().as_secs_f64(),
+        result.uploaded as f64 / 1e6,
+        new_layer.blob.len() as f64 / 1e6
+    );
+    Ok(())
+}

@@ -65,6 +65,17 @@ enum Bench {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Pushes, copies and builds multi-arch images against a registry, printing seconds and
+    /// bytes uploaded (`deploy/bench-registry.sh` starts one).
+    Registry {
+        /// `host:port` of the registry (plain HTTP on loopback).
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value_t = 50)]
+        base_mb: usize,
+        #[arg(long, default_value_t = 5)]
+        layer_mb: usize,
+    },
     /// Fills the configured (empty) store with finished requests, for API benchmarks.
     Seed {
         #[arg(long, default_value_t = 10_000)]
@@ -134,6 +145,14 @@ async fn run() -> Result<()> {
                     database_url,
                 },
         } => iib::bench::rebuild(events, database_url).await,
+        Command::Bench {
+            bench:
+                Bench::Registry {
+                    registry,
+                    base_mb,
+                    layer_mb,
+                },
+        } => iib::bench::registry(&registry, base_mb, layer_mb).await,
         Command::Bench {
             bench: Bench::Seed { requests },
         } => {

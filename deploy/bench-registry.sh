@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Registry figures on loopback: starts Debian's docker-registry with temporary storage and runs
+# `iib bench registry` (push a 3-arch 50 MB/arch base, copy it, build on it with a 5 MB layer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/iib/target}"
+[ -x /usr/bin/docker-registry ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null; }
+cargo build --release --locked -q
+data=$(mktemp -d)
+port=${BENCH_REGISTRY_PORT:-15000}
+cat > "$data/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $data/storage
+http:
+  addr: 127.0.0.1:$port
+YML
+/usr/bin/docker-registry serve "$data/config.yml" >/dev/null 2>&1 &
+registry=$!
+trap 'kill $registry 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+"$CARGO_TARGET_DIR/release/iib" bench registry --registry "127.0.0.1:$port" "$@"
