@@ -596,3 +596,45 @@ async fn third_party_tools_read_the_images_we_build() {
         300_000
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_streamed_downloads_and_new_tags() {
+    let registry = Registry::start().await;
+    let client = client();
+    let reference: Reference = format!("{}/ns/chunks:1", registry.host).parse().unwrap();
+    let bytes = Bytes::from(noise("chunks", 1_000_003));
+    let digest = Digest::of(&bytes);
+    let sent = client
+        .push_blob_chunked(&reference, &digest, bytes.clone(), 256 * 1024, None)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1_000_003);
+    let mut out = Vec::new();
+    let read = client
+        .blob_to(&reference, &digest, &mut out, 2_000_000)
+        .await
+        .unwrap();
+    assert_eq!((read, out.as_slice()), (1_000_003, bytes.as_ref()));
+    let err = client
+        .blob_to(&reference, &digest, &mut Vec::new(), 1000)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("larger than the 1000 bytes allowed"),
+        "{err}"
+    );
+    assert_eq!(
+        client
+            .push_blob_chunked(&reference, &digest, bytes, 1024, None)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let (index, _) = push_two_arch_image(&client, &reference).await;
+    let tagged = client.tag(&reference, "v4.18-nightly", None).await.unwrap();
+    assert_eq!(tagged, index);
+    let nightly = reference.with_tag("v4.18-nightly");
+    assert_eq!(client.resolve(&nightly).await.unwrap(), index);
+}

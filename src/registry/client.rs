@@ -473,6 +473,160 @@ impl RegistryClient {
         Ok(bytes)
     }
 
+    /// Streams a blob into `out`, hashing as it goes; fails on a digest mismatch or when it
+    /// grows past `max_bytes`. Returns the bytes written.
+    pub async fn blob_to<W: std::io::Write>(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        out: &mut W,
+        max_bytes: u64,
+    ) -> Result<u64, RegistryError> {
+        use futures_util::StreamExt;
+        let url = format!("{}/blobs/{digest}", self.base_url(reference));
+        let response = self
+            .send(reference, None, Call::new(Method::GET, &url, "pull"))
+            .await?;
+        let what = format!("{}@{digest}", reference.repository);
+        let response = Self::check(response, &what).await?;
+        let mut hasher = super::digest::Hasher::default();
+        let mut written = 0u64;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| RegistryError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+            written += chunk.len() as u64;
+            if written > max_bytes {
+                return Err(RegistryError::Protocol {
+                    what,
+                    reason: format!("the blob is larger than the {max_bytes} bytes allowed"),
+                });
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).map_err(|e| RegistryError::Protocol {
+                what: what.clone(),
+                reason: format!("cannot write the blob: {e}"),
+            })?;
+        }
+        let actual = hasher.finish();
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(written)
+    }
+
+    /// Uploads a blob in chunks of `chunk_size` (POST, PATCH per chunk, PUT to finish), for
+    /// registries or proxies that limit request sizes. Skipped when the blob is there.
+    pub async fn push_blob_chunked(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        bytes: Bytes,
+        chunk_size: usize,
+        credentials: Option<&Credentials>,
+    ) -> Result<u64, RegistryError> {
+        if self.blob_exists(reference, digest, credentials).await? {
+            return Ok(0);
+        }
+        let start = format!("{}/blobs/uploads/", self.base_url(reference));
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call::new(Method::POST, &start, "pull,push"),
+            )
+            .await?;
+        let mut location =
+            self.upload_location(reference, Self::check(response, &start).await?, &start)?;
+        let mut offset = 0usize;
+        for chunk in bytes.chunks(chunk_size.max(1)) {
+            let mut headers = HeaderMap::new();
+            let range = format!("{offset}-{}", offset + chunk.len() - 1);
+            headers.insert(
+                "Content-Range",
+                HeaderValue::from_str(&range).expect("ascii"),
+            );
+            let body = Body {
+                bytes: bytes.slice(offset..offset + chunk.len()),
+                content_type: Some("application/octet-stream".into()),
+            };
+            let response = self
+                .send(
+                    reference,
+                    credentials,
+                    Call {
+                        headers,
+                        body: Some(body),
+                        ..Call::new(Method::PATCH, &location, "pull,push")
+                    },
+                )
+                .await?;
+            let response = Self::check(response, &format!("chunk {range} of {digest}")).await?;
+            location = self.upload_location(reference, response, &location)?;
+            offset += chunk.len();
+        }
+        let mut url = location;
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call::new(Method::PUT, &url, "pull,push"),
+            )
+            .await?;
+        Self::check(response, &format!("upload of {digest}")).await?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// The absolute URL of an upload from a response's `Location`.
+    fn upload_location(
+        &self,
+        reference: &Reference,
+        response: reqwest::Response,
+        what: &str,
+    ) -> Result<String, RegistryError> {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                what: what.to_string(),
+                reason: "the registry answered an upload without a Location".into(),
+            })?;
+        Ok(if location.starts_with("http") {
+            location.to_string()
+        } else {
+            let base = self.base_url(reference);
+            let origin = &base[..base.find("/v2/").unwrap_or(base.len())];
+            format!("{origin}{location}")
+        })
+    }
+
+    /// Adds `tag` to the manifest (or index) `reference` names, without re-uploading anything.
+    pub async fn tag(
+        &self,
+        reference: &Reference,
+        tag: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Digest, RegistryError> {
+        let (manifest, _, raw) = self.manifest(reference).await?;
+        self.push_manifest(
+            &reference.with_tag(tag),
+            tag,
+            manifest.media_type(),
+            raw,
+            credentials,
+        )
+        .await
+    }
+
     /// Whether the repository has the blob already.
     pub async fn blob_exists(
         &self,
@@ -544,21 +698,7 @@ impl RegistryClient {
             )
             .await?;
         let response = Self::check(response, &start).await?;
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Protocol {
-                what: start.clone(),
-                reason: "the registry started an upload without a Location".into(),
-            })?;
-        let mut url = if location.starts_with("http") {
-            location.to_string()
-        } else {
-            let base = self.base_url(reference);
-            let origin = &base[..base.find("/v2/").unwrap_or(base.len())];
-            format!("{origin}{location}")
-        };
+        let mut url = self.upload_location(reference, response, &start)?;
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={digest}"));
         let size = bytes.len() as u64;
