@@ -534,16 +534,7 @@ impl RegistryClient {
         if self.blob_exists(reference, digest, credentials).await? {
             return Ok(0);
         }
-        let start = format!("{}/blobs/uploads/", self.base_url(reference));
-        let response = self
-            .send(
-                reference,
-                credentials,
-                Call::new(Method::POST, &start, "pull,push"),
-            )
-            .await?;
-        let mut location =
-            self.upload_location(reference, Self::check(response, &start).await?, &start)?;
+        let mut location = self.start_upload(reference, credentials).await?;
         let mut offset = 0usize;
         for chunk in bytes.chunks(chunk_size.max(1)) {
             let mut headers = HeaderMap::new();
@@ -571,18 +562,53 @@ impl RegistryClient {
             location = self.upload_location(reference, response, &location)?;
             offset += chunk.len();
         }
-        let mut url = location;
+        self.finish_upload(reference, &location, digest, None, credentials)
+            .await?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Starts an upload session; returns its URL.
+    async fn start_upload(
+        &self,
+        reference: &Reference,
+        credentials: Option<&Credentials>,
+    ) -> Result<String, RegistryError> {
+        let start = format!("{}/blobs/uploads/", self.base_url(reference));
+        let response = self
+            .send(
+                reference,
+                credentials,
+                Call::new(Method::POST, &start, "pull,push"),
+            )
+            .await?;
+        let response = Self::check(response, &start).await?;
+        self.upload_location(reference, response, &start)
+    }
+
+    /// Ends an upload session with a PUT naming the digest (and carrying the last bytes).
+    async fn finish_upload(
+        &self,
+        reference: &Reference,
+        location: &str,
+        digest: &Digest,
+        body: Option<Body>,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), RegistryError> {
+        let mut url = location.to_string();
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={digest}"));
         let response = self
             .send(
                 reference,
                 credentials,
-                Call::new(Method::PUT, &url, "pull,push"),
+                Call {
+                    body,
+                    ..Call::new(Method::PUT, &url, "pull,push")
+                },
             )
             .await?;
         Self::check(response, &format!("upload of {digest}")).await?;
-        Ok(bytes.len() as u64)
+        Ok(())
     }
 
     /// The absolute URL of an upload from a response's `Location`.
@@ -689,34 +715,14 @@ impl RegistryClient {
         if self.blob_exists(reference, digest, credentials).await? {
             return Ok(0);
         }
-        let start = format!("{}/blobs/uploads/", self.base_url(reference));
-        let response = self
-            .send(
-                reference,
-                credentials,
-                Call::new(Method::POST, &start, "pull,push"),
-            )
-            .await?;
-        let response = Self::check(response, &start).await?;
-        let mut url = self.upload_location(reference, response, &start)?;
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
+        let location = self.start_upload(reference, credentials).await?;
         let size = bytes.len() as u64;
         let body = Body {
             bytes,
             content_type: Some("application/octet-stream".into()),
         };
-        let response = self
-            .send(
-                reference,
-                credentials,
-                Call {
-                    body: Some(body),
-                    ..Call::new(Method::PUT, &url, "pull,push")
-                },
-            )
+        self.finish_upload(reference, &location, digest, Some(body), credentials)
             .await?;
-        Self::check(response, &format!("upload of {digest}")).await?;
         Ok(size)
     }
 
