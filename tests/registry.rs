@@ -638,3 +638,37 @@ async fn chunked_uploads_streamed_downloads_and_new_tags() {
     let nightly = reference.with_tag("v4.18-nightly");
     assert_eq!(client.resolve(&nightly).await.unwrap(), index);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_fetched_per_scope_and_cached() {
+    use iib::registry::auth::{CredentialStore, Credentials};
+    use std::sync::atomic::Ordering;
+    use support::token_issuer::TokenIssuer;
+    let issuer = TokenIssuer::start("robot", "s3cret").await;
+    let registry = Registry::start_with_auth_config(&issuer.registry_auth_config()).await;
+    let reference: Reference = format!("{}/ns/private:1", registry.host).parse().unwrap();
+    let anonymous = client();
+    let err = anonymous.resolve(&reference).await.unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+
+    let mut credentials = CredentialStore::default();
+    credentials.insert(
+        &registry.host,
+        Credentials::from_user_colon_secret("robot:s3cret").unwrap(),
+    );
+    let authed = RegistryClient::new(ClientOptions {
+        credentials,
+        ..Default::default()
+    })
+    .unwrap();
+    let issued_before = issuer.tokens_issued.load(Ordering::SeqCst);
+    let (digest, _) = push_two_arch_image(&authed, &reference).await;
+    assert_eq!(authed.resolve(&reference).await.unwrap(), digest);
+    let (_, _, _) = authed.manifest(&reference).await.unwrap();
+    let issued = issuer.tokens_issued.load(Ordering::SeqCst) - issued_before;
+    // One token per scope (pull; pull,push), reused for every later call.
+    assert!(
+        (1..=2).contains(&issued),
+        "{issued} tokens for dozens of calls"
+    );
+}

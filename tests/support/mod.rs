@@ -6,6 +6,7 @@
 pub mod faults;
 pub mod registry;
 pub mod server;
+pub mod token_issuer;
 
 use iib::store::Store;
 use sqlx::Connection;

@@ -19,20 +19,35 @@ impl Registry {
 
     /// A registry that asks for basic auth (an htpasswd file made with Apache's `htpasswd`).
     pub async fn start_with_auth(user_and_password: Option<(&str, &str)>) -> Self {
+        Self::start_with_config(user_and_password, None).await
+    }
+
+    /// A registry whose `auth:` section is `auth_config` (e.g. token auth).
+    pub async fn start_with_auth_config(auth_config: &str) -> Self {
+        Self::start_with_config(None, Some(auth_config)).await
+    }
+
+    async fn start_with_config(
+        user_and_password: Option<(&str, &str)>,
+        auth_config: Option<&str>,
+    ) -> Self {
         assert!(
             std::path::Path::new(BINARY).exists(),
             "{BINARY} is missing: run tests/run-all.sh, which installs Debian's docker-registry"
         );
         // A port the OS just freed can be taken by another test before we bind it: retry.
         for _ in 0..5 {
-            if let Some(registry) = Self::try_start(user_and_password).await {
+            if let Some(registry) = Self::try_start(user_and_password, auth_config).await {
                 return registry;
             }
         }
         panic!("the registry did not start");
     }
 
-    async fn try_start(user_and_password: Option<(&str, &str)>) -> Option<Self> {
+    async fn try_start(
+        user_and_password: Option<(&str, &str)>,
+        auth_config: Option<&str>,
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let host = format!("127.0.0.1:{}", super::server::free_port());
         let config = dir.path().join("config.yml");
@@ -51,6 +66,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
                 htpasswd.display()
             ));
+        }
+        if let Some(auth) = auth_config {
+            text.push_str(auth);
         }
         std::fs::write(&config, text).unwrap();
         let mut child = Command::new(BINARY)
