@@ -672,3 +672,38 @@ async fn bearer_tokens_are_fetched_per_scope_and_cached() {
         "{issued} tokens for dozens of calls"
     );
 }
+
+#[test]
+fn zstd_layers_made_by_the_reference_compressor_are_read() {
+    use iib::registry::build::layer;
+    use iib::registry::manifest::OCI_LAYER_ZSTD;
+    use iib::registry::unpack::{extract, Limits};
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    // A plain tar of our own making, compressed by Debian's zstd at a real level.
+    let gz = layer(&BTreeMap::from([(
+        "configs/pkg/catalog.json".to_string(),
+        noise("zstd", 200_000),
+    )]));
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.blob[..]), &mut tar).unwrap();
+    let mut child = Command::new("zstd")
+        .args(["-q", "-19", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("zstd is installed by tests/run-all.sh");
+    child.stdin.take().unwrap().write_all(&tar).unwrap();
+    let compressed = child.wait_with_output().unwrap().stdout;
+    let tree = extract(
+        &[(OCI_LAYER_ZSTD, &compressed)],
+        &["configs"],
+        Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        tree.file("configs/pkg/catalog.json").map(|f| f.len()),
+        Some(200_000)
+    );
+}
