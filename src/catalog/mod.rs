@@ -1,0 +1,5 @@
+//! The catalog engine: file-based catalogs (FBC) in memory, read, validated and written as
+//! opm does, without opm. Pure code over bytes: images are read by `registry`, not here.
+
+pub mod declcfg;
+pub mod load;
