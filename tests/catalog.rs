@@ -70,3 +70,177 @@ fn the_community_catalog_loads_and_a_truncated_file_is_refused() {
         .starts_with("quay.io/openshift-community-operators/ecr-secret-operator@sha256:"));
     assert_eq!(ecr.packages[0].default_channel.as_deref(), Some("alpha"));
 }
+
+use iib::catalog::load::load_files;
+use iib::catalog::model::{validate, ValidationError};
+
+#[test]
+fn every_complete_community_package_is_valid() {
+    let Some(fixtures) = fixtures() else {
+        panic!("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory");
+    };
+    let root = fixtures.join("catalogs/community-v4.18");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.ends_with("slurm-operator") {
+            continue;
+        }
+        let config = load_dir(&dir).unwrap();
+        assert_eq!(validate(&config), Ok(()), "{}", dir.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 28);
+}
+
+/// A channel entry: (name, replaces, skips).
+type Entry<'a> = (&'a str, &'a str, &'a [&'a str]);
+
+/// A one-package catalog: `entries` per channel as (name, replaces, skips); bundles for
+/// every entry name unless listed in `without_bundles`.
+fn catalog(
+    default_channel: &str,
+    channels: &[(&str, &[Entry])],
+    without_bundles: &[&str],
+) -> String {
+    let mut out =
+        format!(r#"{{"schema":"olm.package","name":"demo","defaultChannel":"{default_channel}"}}"#);
+    let mut names = std::collections::BTreeSet::new();
+    for (channel, entries) in channels {
+        let entries: Vec<String> = entries
+            .iter()
+            .map(|(name, replaces, skips)| {
+                names.insert(name.to_string());
+                let skips: Vec<String> = skips.iter().map(|s| format!("{s:?}")).collect();
+                format!(
+                    r#"{{"name":"{name}","replaces":"{replaces}","skips":[{}]}}"#,
+                    skips.join(",")
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            r#"{{"schema":"olm.channel","package":"demo","name":"{channel}","entries":[{}]}}"#,
+            entries.join(",")
+        ));
+    }
+    for name in names
+        .iter()
+        .filter(|n| !without_bundles.contains(&n.as_str()))
+    {
+        out.push_str(&format!(
+            r#"{{"schema":"olm.bundle","package":"demo","name":"{name}","image":"quay.io/demo/bundle:{name}","properties":[{{"type":"olm.package","value":{{"packageName":"demo","version":"1.0.0"}}}}]}}"#
+        ));
+    }
+    out
+}
+
+fn problems(text: &str) -> ValidationError {
+    let config = load_files([("catalog.json", text.as_bytes())]).unwrap();
+    validate(&config).unwrap_err()
+}
+
+fn invalid(text: &str) -> Vec<String> {
+    match problems(text) {
+        ValidationError::Invalid(all) => all,
+        other => panic!("expected model problems, got {other}"),
+    }
+}
+
+#[test]
+fn graph_problems_are_reported_as_opm_words_them() {
+    let two_heads = catalog(
+        "stable",
+        &[("stable", &[("a", "", &[]), ("b", "", &[])])],
+        &[],
+    );
+    assert_eq!(
+        invalid(&two_heads),
+        ["invalid package \"demo\": invalid channel \"stable\": multiple channel heads found in graph: a, b"]
+    );
+    let cycle = catalog(
+        "stable",
+        &[(
+            "stable",
+            &[("c", "b", &[]), ("b", "a", &[]), ("a", "b", &[])],
+        )],
+        &[],
+    );
+    assert_eq!(
+        invalid(&cycle),
+        ["invalid package \"demo\": invalid channel \"stable\": detected cycle in replaces chain of upgrade graph: b -> a -> b"]
+    );
+    let no_head = catalog(
+        "stable",
+        &[("stable", &[("a", "b", &[]), ("b", "a", &[])])],
+        &[],
+    );
+    assert_eq!(
+        invalid(&no_head),
+        ["invalid package \"demo\": invalid channel \"stable\": no channel head found in graph"]
+    );
+    let skipped_is_fine = catalog(
+        "stable",
+        &[("stable", &[("b", "", &["a"]), ("a", "", &[])])],
+        &[],
+    );
+    let config = load_files([("c.json", skipped_is_fine.as_bytes())]).unwrap();
+    assert_eq!(validate(&config), Ok(()));
+}
+
+#[test]
+fn package_and_channel_problems_are_reported() {
+    let no_default = catalog("", &[("stable", &[("a", "", &[])])], &[]);
+    assert_eq!(
+        invalid(&no_default),
+        ["invalid package \"demo\": default channel must be set"]
+    );
+    let missing_default = catalog("fast", &[("stable", &[("a", "", &[])])], &[]);
+    assert_eq!(
+        invalid(&missing_default),
+        ["invalid package \"demo\": invalid channel \"fast\": channel must contain at least one bundle"]
+    );
+    let no_channel = r#"{"schema":"olm.package","name":"demo","defaultChannel":"stable"}"#;
+    assert_eq!(
+        invalid(no_channel),
+        ["invalid package \"demo\": package must contain at least one channel"]
+    );
+}
+
+#[test]
+fn conversion_problems_stop_at_the_first() {
+    let missing_bundle = catalog(
+        "stable",
+        &[("stable", &[("a", "", &[]), ("b", "a", &[])])],
+        &["b"],
+    );
+    assert_eq!(
+        problems(&missing_bundle),
+        ValidationError::Conversion(
+            "no olm.bundle blobs found in package \"demo\" for olm.channel entries [b]".into()
+        )
+    );
+    let twice = format!(
+        "{}{}",
+        r#"{"schema":"olm.package","name":"demo","defaultChannel":"s"}"#,
+        r#"{"schema":"olm.package","name":"demo","defaultChannel":"s"}"#
+    );
+    assert_eq!(problems(&twice).to_string(), "duplicate package \"demo\"");
+    let bad_name = r#"{"schema":"olm.package","name":"Demo_1","defaultChannel":"s"}"#;
+    assert!(problems(bad_name)
+        .to_string()
+        .starts_with("invalid package name \"Demo_1\": [a lowercase RFC 1123 label"));
+    let stray = r#"{"schema":"olm.package","name":"demo","defaultChannel":"s"}{"schema":"olm.channel","package":"other","name":"s","entries":[]}"#;
+    assert_eq!(
+        problems(stray).to_string(),
+        "unknown package \"other\" for channel \"s\""
+    );
+    let orphan = format!(
+        "{}{}",
+        catalog("stable", &[("stable", &[("a", "", &[])])], &[]),
+        r#"{"schema":"olm.bundle","package":"demo","name":"z","image":"q/z:1","properties":[{"type":"olm.package","value":{"packageName":"demo","version":"2.0.0"}}]}"#
+    );
+    assert_eq!(
+        problems(&orphan).to_string(),
+        "package \"demo\", bundle \"z\" not found in any channel entries"
+    );
+}

@@ -3,3 +3,4 @@
 
 pub mod declcfg;
 pub mod load;
+pub mod model;
