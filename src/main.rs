@@ -47,10 +47,24 @@ enum Command {
         #[arg(long)]
         rebuild_projections: bool,
     },
+    /// The catalog engine on its own (a native opm).
+    Catalog {
+        #[command(subcommand)]
+        catalog: CatalogCommand,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
         bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Validates a file-based catalog as `opm validate` does: exit 1 and one line per problem.
+    Validate {
+        /// The catalog directory.
+        dir: PathBuf,
     },
 }
 
@@ -136,6 +150,18 @@ async fn run() -> Result<()> {
                 rebuild(&store).await
             } else {
                 bail!("say what to replay: --request N or --rebuild-projections")
+            }
+        }
+        Command::Catalog {
+            catalog: CatalogCommand::Validate { dir },
+        } => {
+            let config = iib::catalog::load::load_dir(&dir)?;
+            match iib::catalog::model::validate(&config) {
+                Ok(()) => Ok(()),
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    std::process::exit(1);
+                }
             }
         }
         Command::Bench {

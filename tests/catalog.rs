@@ -1,6 +1,6 @@
-//! The catalog engine against real catalogs as opm wrote them (../shared/fixtures is not
-//! needed: the fixtures used here are copied under tests/data when they are small, and the
-//! 29-package catalog is read from `IIB_FIXTURES` or ../shared/fixtures when present).
+//! The catalog engine against real catalogs as opm wrote them: the 29-package community
+//! catalog of the shared fixtures (`IIB_FIXTURES`, else `../shared/fixtures` beside the clone,
+//! where CI puts it), and small catalogs made here.
 
 use iib::catalog::load::load_dir;
 use std::path::PathBuf;

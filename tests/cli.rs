@@ -229,3 +229,38 @@ async fn serve_runs_on_the_embedded_default_and_shuts_down_on_sigterm() {
             .expect("IIB_LOG_FORMAT=json logs JSON lines");
     }
 }
+
+#[test]
+fn catalog_validate_exits_1_with_a_line_per_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("catalog.json"),
+        r#"{"schema":"olm.package","name":"demo","defaultChannel":"stable"}
+{"schema":"olm.channel","package":"demo","name":"stable","entries":[{"name":"a"},{"name":"b"}]}
+{"schema":"olm.bundle","package":"demo","name":"a","image":"q/a:1","properties":[{"type":"olm.package","value":{"packageName":"demo","version":"1.0.0"}}]}
+{"schema":"olm.bundle","package":"demo","name":"b","image":"q/b:1","properties":[{"type":"olm.package","value":{"packageName":"demo","version":"1.1.0"}}]}"#,
+    )
+    .unwrap();
+    let out = iib(
+        dir.path(),
+        &["catalog", "validate", &dir.path().display().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "invalid index:\ninvalid package \"demo\": invalid channel \"stable\": multiple channel heads found in graph: a, b\n"
+    );
+    std::fs::write(
+        dir.path().join("catalog.json"),
+        r#"{"schema":"olm.package","name":"demo","defaultChannel":"stable"}
+{"schema":"olm.channel","package":"demo","name":"stable","entries":[{"name":"a"},{"name":"b","replaces":"a"}]}
+{"schema":"olm.bundle","package":"demo","name":"a","image":"q/a:1","properties":[{"type":"olm.package","value":{"packageName":"demo","version":"1.0.0"}}]}
+{"schema":"olm.bundle","package":"demo","name":"b","image":"q/b:1","properties":[{"type":"olm.package","value":{"packageName":"demo","version":"1.1.0"}}]}"#,
+    )
+    .unwrap();
+    let out = iib(
+        dir.path(),
+        &["catalog", "validate", &dir.path().display().to_string()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
