@@ -16,6 +16,7 @@ fn fixtures() -> Option<PathBuf> {
             env!("CARGO_MANIFEST_DIR"),
             "/../shared/fixtures"
         ))),
+        Some(PathBuf::from("/work/shared/fixtures")),
     ];
     candidates
         .into_iter()
