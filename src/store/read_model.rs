@@ -97,6 +97,15 @@ impl RequestColumns {
     }
 }
 
+const REQUEST_RECORD: &str = "SELECT record FROM request_views WHERE id = $1";
+const BATCH_RECORD: &str = "SELECT record FROM batch_views WHERE id = $1";
+
+/// A stored record's JSON, parsed.
+fn parse<T: serde::de::DeserializeOwned>(text: Option<String>) -> Result<Option<T>, StoreError> {
+    text.map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
+        .transpose()
+}
+
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("read-model records always serialize")
 }
@@ -132,27 +141,15 @@ impl ReadModelRows<'_> {
     }
 
     pub async fn request(&mut self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
-        let record: Option<String> = on_tx!(self.tx, conn => {
-            sqlx::query_scalar("SELECT record FROM request_views WHERE id = $1")
-                .bind(id as i64)
-                .fetch_optional(conn)
-                .await?
-        });
-        record
-            .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
-            .transpose()
+        parse(on_tx!(self.tx, conn => {
+            sqlx::query_scalar(REQUEST_RECORD).bind(id as i64).fetch_optional(conn).await?
+        }))
     }
 
     pub async fn batch(&mut self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
-        let record: Option<String> = on_tx!(self.tx, conn => {
-            sqlx::query_scalar("SELECT record FROM batch_views WHERE id = $1")
-                .bind(id as i64)
-                .fetch_optional(conn)
-                .await?
-        });
-        record
-            .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
-            .transpose()
+        parse(on_tx!(self.tx, conn => {
+            sqlx::query_scalar(BATCH_RECORD).bind(id as i64).fetch_optional(conn).await?
+        }))
     }
 
     /// Upserts request rows, many per statement.
@@ -275,27 +272,15 @@ impl Store {
 
     /// A request's read-model record (everything the JSON shows and more), if it exists.
     pub async fn request_record(&self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
-        let record: Option<String> = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT record FROM request_views WHERE id = $1")
-                .bind(id as i64)
-                .fetch_optional(pool)
-                .await?
-        });
-        record
-            .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
-            .transpose()
+        parse(on_pool!(self, pool => {
+            sqlx::query_scalar(REQUEST_RECORD).bind(id as i64).fetch_optional(pool).await?
+        }))
     }
 
     pub async fn batch_record(&self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
-        let record: Option<String> = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT record FROM batch_views WHERE id = $1")
-                .bind(id as i64)
-                .fetch_optional(pool)
-                .await?
-        });
-        record
-            .map(|r| serde_json::from_str(&r).map_err(StoreError::corrupt))
-            .transpose()
+        parse(on_pool!(self, pool => {
+            sqlx::query_scalar(BATCH_RECORD).bind(id as i64).fetch_optional(pool).await?
+        }))
     }
 
     /// Every request row, by id: what a rebuild must reproduce exactly.
