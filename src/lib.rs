@@ -13,4 +13,5 @@ pub mod registry;
 pub mod replay;
 pub mod shutdown;
 pub mod store;
+pub mod streaming;
 pub mod telemetry;

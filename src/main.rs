@@ -35,6 +35,8 @@ enum Command {
     Worker,
     /// Applies database migrations and exits.
     Migrate,
+    /// The Kafka relay alone (it also runs inside `serve` and `worker` when IIB_KAFKA_BROKERS is set).
+    Relay,
     /// Audit and recovery from the event store.
     Replay {
         /// Print the whole history of this request.
@@ -116,6 +118,19 @@ async fn run() -> Result<()> {
         Command::Serve => serve(&config, true, true).await,
         Command::Api => serve(&config, true, false).await,
         Command::Worker => serve(&config, false, true).await,
+        Command::Relay => {
+            let settings = iib::streaming::relay::RelaySettings::from_config(&config)?
+                .ok_or_else(|| anyhow::anyhow!("set IIB_KAFKA_BROKERS to run the relay"))?;
+            let store = open_migrated(&config).await?;
+            let relay = iib::streaming::relay::Relay::new(store, settings)?;
+            let shutdown = iib::shutdown::Shutdown::new();
+            let stop = shutdown.clone();
+            let running =
+                tokio::spawn(relay.run(std::sync::Arc::new(tokio::sync::Notify::new()), stop));
+            shutdown.on_signal().await;
+            running.await?;
+            Ok(())
+        }
         Command::Migrate => {
             let store = open(&config).await?;
             let applied = store.migrate().await?;

@@ -9,6 +9,7 @@ pub fn init(format: &str, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new(level.to_ascii_lowercase()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if format.eq_ignore_ascii_case("json") {
         builder.json().try_init()

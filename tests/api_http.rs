@@ -602,3 +602,19 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_points_at_
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/api/v1/openapi.json"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_kafka_broker_never_blocks_requests() {
+    let dead = format!("127.0.0.1:{}", support::server::free_port());
+    let api = Api::start(&[("IIB_KAFKA_BROKERS", dead.as_str())]).await;
+    let started = std::time::Instant::now();
+    let id = api.add("registry.example.com/index:v4.18").await;
+    let (status, body) = api
+        .patch(id, json!({"state": "complete", "state_reason": "done"}))
+        .await;
+    assert_eq!((status, body["state"].as_str().unwrap()), (200, "complete"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "requests did not wait for Kafka"
+    );
+}

@@ -264,3 +264,14 @@ fn catalog_validate_exits_1_with_a_line_per_problem() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_relay_needs_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = iib(dir.path(), &["relay"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "iib: set IIB_KAFKA_BROKERS to run the relay\n"
+    );
+}

@@ -1,0 +1,228 @@
+//! The Kafka relay: reads committed events after its own checkpoint, in global order, and
+//! publishes IIB's messages with an idempotent producer (acks=all). The checkpoint moves only
+//! past events whose messages were all delivered, so nothing is skipped or lost across broker
+//! outages, restarts or crashes; a crash may resend a page, with the same `correlation_id`s.
+//! A broker outage never fails requests: events wait in the store.
+
+use super::messages::{messages_for, Message, Topics};
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The relay's checkpoint name.
+pub const CHECKPOINT: &str = "kafka_relay";
+const PAGE: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub brokers: String,
+    pub topics: Topics,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Extra librdkafka settings (security.protocol, sasl.*, ssl.*).
+    pub properties: Vec<(String, String)>,
+}
+
+impl RelaySettings {
+    /// `None` when no brokers are configured: the relay is off.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, RelayError> {
+        let Some(brokers) = config.text("IIB_KAFKA_BROKERS").filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        let properties = config
+            .get("IIB_KAFKA_PROPERTIES")
+            .and_then(|v| v.as_object())
+            .map(|map| {
+                map.iter()
+                    .map(|(k, v)| match v {
+                        serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+                        serde_json::Value::Number(n) => Ok((k.clone(), n.to_string())),
+                        serde_json::Value::Bool(b) => Ok((k.clone(), b.to_string())),
+                        _ => Err(RelayError::Config(format!(
+                            "setting IIB_KAFKA_PROPERTIES: the value of {k} must be a string, number or boolean"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Some(Self {
+            brokers: brokers.to_string(),
+            topics: Topics {
+                build_state: config
+                    .text("IIB_KAFKA_BUILD_STATE_TOPIC")
+                    .unwrap_or("iib.build.state")
+                    .into(),
+                batch_state: config
+                    .text("IIB_KAFKA_BATCH_STATE_TOPIC")
+                    .unwrap_or("iib.batch.state")
+                    .into(),
+                events: config
+                    .text("IIB_KAFKA_EVENTS_TOPIC")
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            },
+            partitions: config.integer("IIB_KAFKA_PARTITIONS").unwrap_or(3).max(1) as i32,
+            replication_factor: config
+                .integer("IIB_KAFKA_REPLICATION_FACTOR")
+                .unwrap_or(1)
+                .max(1) as i32,
+            properties,
+        }))
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+pub struct Relay {
+    store: Store,
+    settings: RelaySettings,
+    producer: FutureProducer,
+}
+
+impl Relay {
+    pub fn new(store: Store, settings: RelaySettings) -> Result<Self, RelayError> {
+        let producer: FutureProducer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| RelayError::Kafka(e.to_string()))?;
+        Ok(Self {
+            store,
+            settings,
+            producer,
+        })
+    }
+
+    /// Creates the topics that are missing.
+    pub async fn ensure_topics(&self) -> Result<(), RelayError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .settings
+            .client_config()
+            .create()
+            .map_err(|e| RelayError::Kafka(e.to_string()))?;
+        let topics = &self.settings.topics;
+        let names: Vec<&str> = [
+            Some(topics.build_state.as_str()),
+            Some(topics.batch_state.as_str()),
+            topics.events.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let new: Vec<NewTopic> = names
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(new.iter(), &options)
+            .await
+            .map_err(|e| RelayError::Kafka(e.to_string()))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(RelayError::Kafka(format!("creating topic {topic}: {code}")))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), RelayError> {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &message.headers {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        let record = FutureRecord::to(&message.topic)
+            .key(&message.key)
+            .payload(&message.body)
+            .headers(headers);
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| RelayError::Kafka(e.to_string()))
+    }
+
+    /// Publishes everything committed after the checkpoint; returns how many events it relayed.
+    pub async fn catch_up(&self) -> Result<u64, RelayError> {
+        let mut relayed = 0;
+        loop {
+            let position = self.store.checkpoint(CHECKPOINT).await?;
+            let events = self.store.read_after(position, PAGE).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok(relayed);
+            };
+            for event in &events {
+                for message in messages_for(&self.store, event, &self.settings.topics).await? {
+                    self.send(&message).await?;
+                }
+                relayed += 1;
+            }
+            self.store.advance_checkpoint(CHECKPOINT, last).await?;
+        }
+    }
+
+    /// Relays until shutdown: after each commit in this process, and every second.
+    pub async fn run(self, committed: Arc<Notify>, shutdown: Shutdown) {
+        if let Err(e) = self.ensure_topics().await {
+            tracing::warn!(error = %e, "could not create the Kafka topics; relaying anyway");
+        }
+        let mut failures = 0u32;
+        while !shutdown.is_triggered() {
+            match self.catch_up().await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "the Kafka relay is waiting for the broker; events stay in the store");
+                }
+            }
+            let pause = Duration::from_secs(u64::from(failures.min(30)).max(1));
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.wait() => {}
+            }
+        }
+    }
+}
