@@ -99,6 +99,22 @@ step "clients and services (iiblib, schemathesis, openssl, docker-registry, skop
 ensure_clients
 echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
 
+# The Kafka-compatible broker the relay tests publish to: tansu from crates.io (its default
+# build has no storage engine), built once into the cache (about 11 minutes on 2 cores).
+ensure_tansu() {
+    local root="$HOME/.cache/iib/tansu"
+    if [ ! -x "$root/bin/tansu" ]; then
+        echo "building tansu (once; cached in $root)"
+        CARGO_TARGET_DIR="$HOME/.cache/iib/tansu-target" \
+            cargo install tansu@0.6.0 --locked --features dynostore,postgres --root "$root"
+    fi
+    export TANSU="$root/bin/tansu"
+}
+
+step "Kafka-compatible broker (tansu)"
+ensure_tansu
+"$TANSU" --version 2>/dev/null || true
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all --check
 

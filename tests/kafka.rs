@@ -1,0 +1,152 @@
+//! The relay against a real Kafka-compatible broker (tansu): messages arrive with IIB's
+//! bodies, keys, headers and order; relaying again sends nothing new.
+
+mod support;
+
+use chrono::Duration;
+use iib::command_bus::{CommandBus, CommandContext, RequestSubmission, Submission};
+use iib::streaming::messages::Topics;
+use iib::streaming::relay::{Relay, RelaySettings};
+use iib_aggregates::params::RmParams;
+use iib_aggregates::{Actor, BuildRequestCommand, RequestParams};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::Value;
+use support::kafka::Broker;
+
+fn settings(broker: &Broker) -> RelaySettings {
+    RelaySettings {
+        brokers: broker.address.clone(),
+        topics: Topics {
+            build_state: "iib.build.state".into(),
+            batch_state: "iib.batch.state".into(),
+            events: None,
+        },
+        partitions: 1,
+        replication_factor: 1,
+        properties: vec![],
+    }
+}
+
+/// Reads `count` messages from the topics, from the beginning.
+async fn consume(
+    broker: &Broker,
+    topics: &[&str],
+    count: usize,
+) -> Vec<(String, String, Value, Vec<(String, String)>)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", format!("test-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(topics).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while out.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} messages arrived",
+            out.len()
+        );
+        let Ok(Ok(message)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), consumer.recv()).await
+        else {
+            continue;
+        };
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            message.topic().to_string(),
+            String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            serde_json::from_slice(message.payload().unwrap_or_default()).unwrap(),
+            headers,
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_iibs_messages_to_a_real_broker() {
+    let broker = Broker::start().await;
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    let submitted = bus
+        .submit(
+            Submission {
+                user: Some("bob@EXAMPLE.COM".into()),
+                annotations: None,
+                requests: vec![RequestSubmission {
+                    params: RequestParams::Rm(RmParams {
+                        operators: vec!["kube-green".into()],
+                        from_index: Some("r/index:v4.18".into()),
+                        ..Default::default()
+                    }),
+                    secrets: vec![],
+                    queue: None,
+                }],
+            },
+            &CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    bus.execute(
+        submitted.requests[0],
+        BuildRequestCommand::Complete {
+            actor: Actor::System,
+            state_reason: "done".into(),
+        },
+        &CommandContext::default(),
+    )
+    .await
+    .unwrap();
+    let relay = Relay::new(db.store.clone(), settings(&broker)).unwrap();
+    relay.ensure_topics().await.unwrap();
+    assert_eq!(relay.catch_up().await.unwrap(), 5);
+    assert_eq!(
+        relay.catch_up().await.unwrap(),
+        0,
+        "the checkpoint moved past what was sent"
+    );
+
+    let builds = consume(&broker, &["iib.build.state"], 2).await;
+    let states: Vec<&str> = builds
+        .iter()
+        .map(|(_, _, body, _)| body["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["in_progress", "complete"], "in order");
+    let (_, key, body, headers) = &builds[1];
+    assert_eq!(key, "1");
+    assert_eq!(body["removed_operators"][0], "kube-green");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("state"), Some("complete"));
+    assert_eq!(header("batch"), Some("1"));
+    assert_eq!(header("user"), Some("bob@EXAMPLE.COM"));
+    assert!(header("correlation_id").is_some());
+    let batches = consume(&broker, &["iib.batch.state"], 2).await;
+    let states: Vec<&str> = batches
+        .iter()
+        .map(|(_, _, body, _)| body["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["in_progress", "complete"]);
+}
