@@ -16,8 +16,12 @@ use serde_json::Value;
 use support::kafka::Broker;
 
 fn settings(broker: &Broker) -> RelaySettings {
+    settings_for(&broker.address)
+}
+
+fn settings_for(address: &str) -> RelaySettings {
     RelaySettings {
-        brokers: broker.address.clone(),
+        brokers: address.to_string(),
         topics: Topics {
             build_state: "iib.build.state".into(),
             batch_state: "iib.batch.state".into(),
@@ -149,4 +153,73 @@ async fn the_relay_publishes_iibs_messages_to_a_real_broker() {
         .map(|(_, _, body, _)| body["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["in_progress", "complete"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_while_the_broker_is_down() {
+    use iib::shutdown::Shutdown;
+    let port = support::server::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    let mut relay_settings = RelaySettings {
+        brokers: address.clone(),
+        ..settings_for(&address)
+    };
+    relay_settings.properties = vec![("message.timeout.ms".into(), "300000".into())];
+    let relay = Relay::new(db.store.clone(), relay_settings).unwrap();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(relay.run(bus.committed(), shutdown.clone()));
+    // The broker is down: requests go on regardless.
+    let requests = 20;
+    for _ in 0..requests {
+        let id = bus
+            .submit(
+                Submission {
+                    user: None,
+                    annotations: None,
+                    requests: vec![RequestSubmission {
+                        params: RequestParams::Rm(RmParams {
+                            operators: vec!["op".into()],
+                            from_index: Some("r/index:1".into()),
+                            ..Default::default()
+                        }),
+                        secrets: vec![],
+                        queue: None,
+                    }],
+                },
+                &CommandContext::default(),
+            )
+            .await
+            .unwrap()
+            .requests[0];
+        bus.execute(
+            id,
+            BuildRequestCommand::Complete {
+                actor: Actor::System,
+                state_reason: "done".into(),
+            },
+            &CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // The broker comes up on the same address.
+    let broker = Broker::start_at(&address).await;
+    let builds = consume(&broker, &["iib.build.state"], requests * 2).await;
+    for id in 1..=requests {
+        let states: Vec<&str> = builds
+            .iter()
+            .filter(|(_, key, _, _)| key == &id.to_string())
+            .map(|(_, _, body, _)| body["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states,
+            ["in_progress", "complete"],
+            "request {id}: every message, in order"
+        );
+    }
+    shutdown.trigger();
+    running.await.unwrap();
 }

@@ -217,7 +217,7 @@ impl Relay {
                     tracing::warn!(error = %e, failures, "the Kafka relay is waiting for the broker; events stay in the store");
                 }
             }
-            let pause = Duration::from_secs(u64::from(failures.min(30)).max(1));
+            let pause = Duration::from_secs(u64::from(failures.min(5)).max(1));
             tokio::select! {
                 _ = committed.notified() => {}
                 _ = tokio::time::sleep(pause) => {}

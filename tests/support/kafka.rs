@@ -21,15 +21,31 @@ fn binary() -> PathBuf {
 
 impl Broker {
     pub async fn start() -> Self {
+        for _ in 0..5 {
+            let address = format!("127.0.0.1:{}", super::server::free_port());
+            if let Some(broker) = Self::try_start(&address).await {
+                return broker;
+            }
+        }
+        panic!("the tansu broker did not start");
+    }
+
+    /// A broker on a given address (e.g. one a client already points at).
+    pub async fn start_at(address: &str) -> Self {
+        Self::try_start(address)
+            .await
+            .expect("the tansu broker did not start")
+    }
+
+    async fn try_start(address: &str) -> Option<Self> {
         let binary = binary();
         assert!(
             binary.exists(),
             "{} is missing: run tests/run-all.sh, which builds tansu",
             binary.display()
         );
-        for _ in 0..5 {
-            let port = super::server::free_port();
-            let address = format!("127.0.0.1:{port}");
+        {
+            let address = address.to_string();
             let url = format!("tcp://{address}");
             let mut child = Command::new(&binary)
                 .args([
@@ -50,7 +66,7 @@ impl Broker {
                     break;
                 }
                 if std::net::TcpStream::connect(&address).is_ok() {
-                    return Self { child, address };
+                    return Some(Self { child, address });
                 }
                 if started.elapsed() > Duration::from_secs(20) {
                     let _ = child.kill();
@@ -59,7 +75,7 @@ impl Broker {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        panic!("the tansu broker did not start");
+        None
     }
 }
 
