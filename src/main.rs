@@ -48,6 +48,12 @@ enum Command {
         /// Rebuild the read model from all events, showing progress and the rate.
         #[arg(long)]
         rebuild_projections: bool,
+        /// Republish the Kafka messages of every event after --from (for a new consumer).
+        #[arg(long, conflicts_with_all = ["request", "rebuild_projections"])]
+        to_kafka: bool,
+        /// The global position to republish after (0: everything).
+        #[arg(long, default_value_t = 0, requires = "to_kafka")]
+        from: i64,
     },
     /// The catalog engine on its own (a native opm).
     Catalog {
@@ -145,9 +151,19 @@ async fn run() -> Result<()> {
             request,
             json,
             rebuild_projections,
+            to_kafka,
+            from,
         } => {
             let store = open_migrated(&config).await?;
-            if let Some(id) = request {
+            if to_kafka {
+                let settings = iib::streaming::relay::RelaySettings::from_config(&config)?
+                    .ok_or_else(|| anyhow::anyhow!("set IIB_KAFKA_BROKERS to replay to Kafka"))?;
+                let relay = iib::streaming::relay::Relay::new(store, settings)?;
+                relay.ensure_topics().await?;
+                let sent = relay.replay(from).await?;
+                println!("republished {sent} messages of the events after position {from}");
+                Ok(())
+            } else if let Some(id) = request {
                 let events = iib::replay::request_history(&store, id).await?;
                 if events.is_empty() {
                     bail!("request {id} does not exist");

@@ -203,6 +203,26 @@ impl Relay {
         }
     }
 
+    /// Republishes the messages of every event after `from` (for a new consumer), without
+    /// touching the relay's checkpoint; repeats carry the same `correlation_id`s.
+    pub async fn replay(&self, from: i64) -> Result<u64, RelayError> {
+        let mut position = from;
+        let mut sent = 0;
+        loop {
+            let events = self.store.read_after(position, PAGE).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok(sent);
+            };
+            for event in &events {
+                for message in messages_for(&self.store, event, &self.settings.topics).await? {
+                    self.send(&message).await?;
+                    sent += 1;
+                }
+            }
+            position = last;
+        }
+    }
+
     /// Relays until shutdown: after each commit in this process, and every second.
     pub async fn run(self, committed: Arc<Notify>, shutdown: Shutdown) {
         if let Err(e) = self.ensure_topics().await {
