@@ -618,3 +618,37 @@ async fn an_unreachable_kafka_broker_never_blocks_requests() {
         "requests did not wait for Kafka"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_how_far_the_relay_is_behind() {
+    let api = Api::start(&[]).await;
+    api.add("registry.example.com/index:v4.18").await;
+    let text = api
+        .client
+        .get(api.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("iib_events_total"),
+        2.0,
+        "BatchCreated and RequestSubmitted"
+    );
+    assert_eq!(value("iib_read_model_lag_events"), 0.0);
+    assert_eq!(
+        value("iib_relay_lag_events"),
+        2.0,
+        "no broker configured: nothing relayed"
+    );
+    assert!(value("iib_relay_lag_seconds") >= 0.0);
+}

@@ -209,6 +209,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(openapi::docs_page))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/healthcheck", get(healthcheck))
+        .route("/metrics", get(metrics))
         .route("/api/v1/builds", get(builds::list))
         .route(
             "/api/v1/builds/{id}",
@@ -277,6 +278,51 @@ async fn method_not_allowed() -> Response {
         "The method is not allowed for the requested URL.",
     )
     .into_response()
+}
+
+/// Prometheus metrics: how far the read model and the Kafka relay are behind the event store.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let lag = async {
+        let head = state.store.head_position().await?;
+        let read_model = state.store.read_model_position().await?;
+        let relay = state
+            .store
+            .checkpoint(crate::streaming::relay::CHECKPOINT)
+            .await?;
+        let oldest_unrelayed = state.store.read_after(relay, 1).await?;
+        let relay_seconds = oldest_unrelayed
+            .first()
+            .map(|e| {
+                (chrono::Utc::now() - e.recorded_at)
+                    .num_milliseconds()
+                    .max(0) as f64
+                    / 1000.0
+            })
+            .unwrap_or(0.0);
+        Ok::<_, crate::store::StoreError>((head, head - read_model, head - relay, relay_seconds))
+    };
+    match lag.await {
+        Ok((head, read_model_lag, relay_lag, relay_seconds)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+            format!(
+                "# HELP iib_events_total Events committed to the event store.\n\
+                 # TYPE iib_events_total counter\n\
+                 iib_events_total {head}\n\
+                 # HELP iib_read_model_lag_events Committed events the read model has not applied yet.\n\
+                 # TYPE iib_read_model_lag_events gauge\n\
+                 iib_read_model_lag_events {read_model_lag}\n\
+                 # HELP iib_relay_lag_events Committed events whose Kafka messages are not delivered yet.\n\
+                 # TYPE iib_relay_lag_events gauge\n\
+                 iib_relay_lag_events {relay_lag}\n\
+                 # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet.\n\
+                 # TYPE iib_relay_lag_seconds gauge\n\
+                 iib_relay_lag_seconds {relay_seconds}\n"
+            ),
+        )
+            .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// IIB: `{"status": "Health check OK"}`, or 500 `Database health check failed.`
