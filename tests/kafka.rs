@@ -171,7 +171,7 @@ async fn nothing_is_lost_while_the_broker_is_down() {
     let shutdown = Shutdown::new();
     let running = tokio::spawn(relay.run(bus.committed(), shutdown.clone()));
     // The broker is down: requests go on regardless.
-    let requests = 20;
+    let requests = 100;
     for _ in 0..requests {
         let id = bus
             .submit(
