@@ -33,12 +33,19 @@ fn settings_for(address: &str) -> RelaySettings {
     }
 }
 
+type Received = (String, String, Value, Vec<(String, String)>);
+
 /// Reads `count` messages from the topics, from the beginning.
-async fn consume(
+async fn consume(broker: &Broker, topics: &[&str], count: usize) -> Vec<Received> {
+    consume_until(broker, topics, |got| got.len() >= count).await
+}
+
+/// Reads messages from the topics, from the beginning, until `done` says so.
+async fn consume_until(
     broker: &Broker,
     topics: &[&str],
-    count: usize,
-) -> Vec<(String, String, Value, Vec<(String, String)>)> {
+    done: impl Fn(&[Received]) -> bool,
+) -> Vec<Received> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
         .set("group.id", format!("test-{}", std::process::id()))
@@ -47,12 +54,12 @@ async fn consume(
         .create()
         .unwrap();
     consumer.subscribe(topics).unwrap();
-    let mut out = Vec::new();
+    let mut out: Vec<Received> = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while out.len() < count {
+    while !done(&out) {
         assert!(
             std::time::Instant::now() < deadline,
-            "only {} of {count} messages arrived",
+            "only {} messages arrived",
             out.len()
         );
         let Ok(Ok(message)) =
@@ -222,4 +229,75 @@ async fn nothing_is_lost_while_the_broker_is_down() {
     }
     shutdown.trigger();
     running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_stream_loses_nothing_when_it_restarts() {
+    use std::collections::BTreeSet;
+    use std::process::{Command, Stdio};
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let requests = 300;
+    let seeded = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .args(["bench", "seed", "--requests", &requests.to_string()])
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let relay = || {
+        Command::new(env!("CARGO_BIN_EXE_iib"))
+            .arg("relay")
+            .env_clear()
+            .env("IIB_DATA_DIR", dir.path())
+            .env("IIB_KAFKA_BROKERS", &broker.address)
+            .env("IIB_KAFKA_PARTITIONS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Each seeded request: 7 build.state messages (submitted, 5 progress, completed).
+    let expected = requests * 7;
+    let mut first = relay();
+    let seen_before_kill = consume(&broker, &["iib.build.state"], 50).await;
+    assert_eq!(seen_before_kill.len(), 50);
+    first.kill().unwrap(); // SIGKILL: no chance to finish its page or checkpoint
+    first.wait().unwrap();
+    let mut second = relay();
+    let id = |m: &Received| {
+        m.3.iter()
+            .find(|(k, _)| k == "correlation_id")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    // Everything arrives; what arrives twice has the same id, so a consumer drops it.
+    let more = consume_until(&broker, &["iib.build.state"], |got| {
+        got.iter().map(id).collect::<BTreeSet<_>>().len() >= expected
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let distinct: BTreeSet<String> = more.iter().map(id).collect();
+    assert_eq!(
+        distinct.len(),
+        expected,
+        "every message arrived, none extra"
+    );
+    // Per request, the states arrive in order.
+    for request in [1, requests / 2, requests] {
+        let mut states: Vec<String> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for m in more.iter().filter(|m| m.1 == request.to_string()) {
+            if seen.insert(id(m)) {
+                states.push(m.2["state"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(states.len(), 7);
+        assert_eq!(states.last().map(String::as_str), Some("complete"));
+    }
 }
