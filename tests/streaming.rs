@@ -127,3 +127,46 @@ async fn a_request_lifecycle_gives_iibs_messages_in_order() {
         header(&messages[0], "correlation_id")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_goes_to_the_events_topic_when_one_is_set() {
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    bus.submit(
+        Submission {
+            user: None,
+            annotations: None,
+            requests: vec![RequestSubmission {
+                params: RequestParams::Rm(RmParams {
+                    operators: vec!["op".into()],
+                    from_index: Some("r/index:1".into()),
+                    ..Default::default()
+                }),
+                secrets: vec![],
+                queue: None,
+            }],
+        },
+        &CommandContext::default(),
+    )
+    .await
+    .unwrap();
+    let topics = Topics {
+        events: Some("iib.events".into()),
+        ..topics()
+    };
+    let mut events = Vec::new();
+    for event in db.store.read_after(0, 100).await.unwrap() {
+        events.extend(
+            messages_for(&db.store, &event, &topics)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|m| m.topic == "iib.events"),
+        );
+    }
+    let names: Vec<&str> = events.iter().map(|m| header(m, "event").unwrap()).collect();
+    assert_eq!(names, ["BatchCreated", "RequestSubmitted"]);
+    assert_eq!(events[1].key, "BuildRequest-1");
+    let body: Value = serde_json::from_str(&events[1].body).unwrap();
+    assert_eq!(body["event"], "RequestSubmitted");
+}
