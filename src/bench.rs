@@ -197,9 +197,8 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
 /// 3-arch image with one new `layer_mb` MB layer on it.
 pub async fn registry(host: &str, base_mb: usize, layer_mb: usize) -> Result<()> {
     use crate::registry::build::{layer, ConfigChanges};
-    use crate::registry::manifest::*;
-    use crate::registry::{ClientOptions, Digest, Reference, RegistryClient};
-    use bytes::Bytes;
+    use crate::registry::manifest::Platform;
+    use crate::registry::{ClientOptions, Reference, RegistryClient};
     use std::collections::BTreeMap;
     let client = RegistryClient::new(ClientOptions::default())?;
     let run = format!("{:x}", Utc::now().timestamp_micros());
@@ -220,67 +219,22 @@ pub async fn registry(host: &str, base_mb: usize, layer_mb: usize) -> Result<()>
         pushed += client
             .push_blob(&base, &l.digest, l.blob.clone(), None)
             .await?;
-        let config = serde_json::to_vec(&json!({
+        let config = json!({
             "architecture": arch, "os": "linux", "config": {},
             "rootfs": {"type": "layers", "diff_ids": [l.diff_id]},
-        }))?;
-        let config_digest = Digest::of(&config);
-        let config_size = config.len() as u64;
-        pushed += client
-            .push_blob(&base, &config_digest, Bytes::from(config), None)
-            .await?;
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.into()),
-            config: Descriptor {
-                media_type: OCI_CONFIG.into(),
-                digest: config_digest,
-                size: config_size,
-                platform: None,
-                annotations: None,
-            },
-            layers: vec![Descriptor {
-                media_type: OCI_LAYER_GZIP.into(),
-                digest: l.digest.clone(),
-                size: l.blob.len() as u64,
-                platform: None,
-                annotations: None,
-            }],
-            annotations: None,
-        };
-        let raw = Bytes::from(serde_json::to_vec(&manifest)?);
-        let digest = Digest::of(&raw);
-        let size = raw.len() as u64;
-        client
-            .push_manifest(&base, digest.as_str(), OCI_MANIFEST, raw, None)
-            .await?;
-        entries.push(Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest,
-            size,
-            platform: Some(Platform {
-                architecture: arch.into(),
-                os: "linux".into(),
-                variant: None,
-            }),
-            annotations: None,
         });
+        let platform = Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            variant: None,
+        };
+        let (entry, sent) = client
+            .push_arch_image(&base, platform, &config, vec![l.descriptor()], None)
+            .await?;
+        pushed += sent;
+        entries.push(entry);
     }
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.into()),
-        manifests: entries,
-        annotations: None,
-    };
-    client
-        .push_manifest(
-            &base,
-            "1",
-            OCI_INDEX,
-            Bytes::from(serde_json::to_vec(&index)?),
-            None,
-        )
-        .await?;
+    client.push_index(&base, "1", entries, None).await?;
     println!(
         "push base:  {:.2} s, {:.1} MB uploaded (3 arches x {base_mb} MB, gzip of random data)",
         started.elapsed().as_secs_f64(),

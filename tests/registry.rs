@@ -5,10 +5,7 @@
 mod support;
 
 use bytes::Bytes;
-use iib::registry::manifest::{
-    Descriptor, ImageIndex, ImageManifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
-    OCI_MANIFEST,
-};
+use iib::registry::manifest::{Descriptor, Platform, OCI_LAYER_GZIP};
 use iib::registry::{ClientOptions, Digest, Manifest, Reference, RegistryClient, RetryPolicy};
 use std::time::Duration;
 use support::registry::Registry;
@@ -42,19 +39,9 @@ async fn push_two_arch_image(client: &RegistryClient, reference: &Reference) -> 
     let mut entries = Vec::new();
     let mut sent = 0;
     for arch in ["amd64", "s390x"] {
-        let config = format!(
-            r#"{{"architecture":"{arch}","os":"linux","config":{{"Labels":{{"arch":"{arch}"}}}},"rootfs":{{"type":"layers","diff_ids":[]}}}}"#
-        );
+        let config = serde_json::json!({"architecture": arch, "os": "linux",
+            "config": {"Labels": {"arch": arch}}, "rootfs": {"type": "layers", "diff_ids": []}});
         let layer = format!("layer of {arch} ").repeat(1000).into_bytes();
-        sent += client
-            .push_blob(
-                reference,
-                &Digest::of(config.as_bytes()),
-                Bytes::from(config.clone()),
-                None,
-            )
-            .await
-            .unwrap();
         sent += client
             .push_blob(
                 reference,
@@ -64,53 +51,32 @@ async fn push_two_arch_image(client: &RegistryClient, reference: &Reference) -> 
             )
             .await
             .unwrap();
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.into()),
-            config: descriptor(OCI_CONFIG, config.as_bytes(), None),
-            layers: vec![descriptor(OCI_LAYER_GZIP, &layer, None)],
-            annotations: None,
-        };
-        let raw = serde_json::to_vec(&manifest).unwrap();
-        let digest = client
-            .push_manifest(
+        let (entry, config_sent) = client
+            .push_arch_image(
                 reference,
-                &Digest::of(&raw).to_string(),
-                OCI_MANIFEST,
-                Bytes::from(raw.clone()),
+                platform(arch),
+                &config,
+                vec![descriptor(OCI_LAYER_GZIP, &layer, None)],
                 None,
             )
             .await
             .unwrap();
-        entries.push(descriptor(
-            OCI_MANIFEST,
-            &raw,
-            Some(Platform {
-                architecture: arch.into(),
-                os: "linux".into(),
-                variant: None,
-            }),
-        ));
-        assert_eq!(digest, Digest::of(&raw));
+        sent += config_sent;
+        entries.push(entry);
     }
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.into()),
-        manifests: entries,
-        annotations: None,
-    };
-    let raw = serde_json::to_vec(&index).unwrap();
     let digest = client
-        .push_manifest(
-            reference,
-            reference.tag.as_deref().unwrap(),
-            OCI_INDEX,
-            Bytes::from(raw),
-            None,
-        )
+        .push_index(reference, reference.tag.as_deref().unwrap(), entries, None)
         .await
         .unwrap();
     (digest, sent)
+}
+
+fn platform(arch: &str) -> Platform {
+    Platform {
+        architecture: arch.into(),
+        os: "linux".into(),
+        variant: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,64 +207,20 @@ async fn push_base(client: &RegistryClient, reference: &Reference, arches: &[&st
             "config": {"Labels": {"com.redhat.index.delivery.version": "v4.18"}, "Env": ["PATH=/bin"]},
             "rootfs": {"type": "layers", "diff_ids": [l.diff_id]},
         });
-        let config = serde_json::to_vec(&config).unwrap();
-        client
-            .push_blob(
+        let (entry, _) = client
+            .push_arch_image(
                 reference,
-                &Digest::of(&config),
-                Bytes::from(config.clone()),
+                platform(arch),
+                &config,
+                vec![l.descriptor()],
                 None,
             )
             .await
             .unwrap();
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(OCI_MANIFEST.into()),
-            config: descriptor(OCI_CONFIG, &config, None),
-            layers: vec![Descriptor {
-                media_type: OCI_LAYER_GZIP.into(),
-                digest: l.digest.clone(),
-                size: l.blob.len() as u64,
-                platform: None,
-                annotations: None,
-            }],
-            annotations: None,
-        };
-        let raw = serde_json::to_vec(&manifest).unwrap();
-        client
-            .push_manifest(
-                reference,
-                &Digest::of(&raw).to_string(),
-                OCI_MANIFEST,
-                Bytes::from(raw.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-        entries.push(descriptor(
-            OCI_MANIFEST,
-            &raw,
-            Some(Platform {
-                architecture: arch.to_string(),
-                os: "linux".into(),
-                variant: None,
-            }),
-        ));
+        entries.push(entry);
     }
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(OCI_INDEX.into()),
-        manifests: entries,
-        annotations: None,
-    };
     client
-        .push_manifest(
-            reference,
-            reference.tag.as_deref().unwrap(),
-            OCI_INDEX,
-            Bytes::from(serde_json::to_vec(&index).unwrap()),
-            None,
-        )
+        .push_index(reference, reference.tag.as_deref().unwrap(), entries, None)
         .await
         .unwrap();
     base_bytes

@@ -167,7 +167,92 @@ fn apply_changes(mut config: Value, layers: &[Layer], changes: &ConfigChanges) -
     config
 }
 
+fn encode<T: serde::Serialize>(value: &T, target: &Reference) -> Result<Bytes, RegistryError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| RegistryError::Protocol {
+            what: target.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+impl Layer {
+    /// How a manifest lists this layer.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: OCI_LAYER_GZIP.into(),
+            digest: self.digest.clone(),
+            size: self.blob.len() as u64,
+            platform: None,
+            annotations: None,
+        }
+    }
+}
+
 impl RegistryClient {
+    /// Pushes one arch of an image: its config blob and a manifest (by digest) listing
+    /// `layers`, which the repository must have already. Returns the index entry for it and
+    /// the bytes uploaded.
+    pub async fn push_arch_image(
+        &self,
+        target: &Reference,
+        platform: Platform,
+        config: &Value,
+        layers: Vec<Descriptor>,
+        credentials: Option<&Credentials>,
+    ) -> Result<(Descriptor, u64), RegistryError> {
+        let config = encode(config, target)?;
+        let config_descriptor = Descriptor {
+            media_type: OCI_CONFIG.into(),
+            digest: Digest::of(&config),
+            size: config.len() as u64,
+            platform: None,
+            annotations: None,
+        };
+        let uploaded = self
+            .push_blob(target, &config_descriptor.digest, config, credentials)
+            .await?;
+        let manifest = ImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_MANIFEST.into()),
+            config: config_descriptor,
+            layers,
+            annotations: None,
+        };
+        let raw = encode(&manifest, target)?;
+        let digest = Digest::of(&raw);
+        let size = raw.len() as u64;
+        self.push_manifest(target, digest.as_str(), OCI_MANIFEST, raw, credentials)
+            .await?;
+        let entry = Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest,
+            size,
+            platform: Some(platform),
+            annotations: None,
+        };
+        Ok((entry, uploaded))
+    }
+
+    /// Pushes an OCI image index of `entries` under `tag`; returns its digest.
+    pub async fn push_index(
+        &self,
+        target: &Reference,
+        tag: &str,
+        entries: Vec<Descriptor>,
+        credentials: Option<&Credentials>,
+    ) -> Result<Digest, RegistryError> {
+        let index = ImageIndex {
+            schema_version: 2,
+            media_type: Some(OCI_INDEX.into()),
+            manifests: entries,
+            annotations: None,
+        };
+        let raw = encode(&index, target)?;
+        self.push_manifest(target, tag, OCI_INDEX, raw, credentials)
+            .await
+    }
+
     /// Builds `target` for `arches` from `base` plus `layers`, and pushes it with an index
     /// tagged as `target` says.
     pub async fn build(
@@ -198,76 +283,22 @@ impl RegistryClient {
                     .await?;
             }
             let config = apply_changes(image.config.clone(), layers, changes);
-            let config_bytes =
-                Bytes::from(
-                    serde_json::to_vec(&config).map_err(|e| RegistryError::Protocol {
-                        what: target.to_string(),
-                        reason: e.to_string(),
-                    })?,
-                );
-            let config_digest = Digest::of(&config_bytes);
-            let config_size = config_bytes.len() as u64;
-            uploaded += self
-                .push_blob(target, &config_digest, config_bytes, credentials)
-                .await?;
             let mut image_layers = image.manifest.layers.clone();
-            image_layers.extend(layers.iter().map(|l| Descriptor {
-                media_type: OCI_LAYER_GZIP.into(),
-                digest: l.digest.clone(),
-                size: l.blob.len() as u64,
-                platform: None,
-                annotations: None,
-            }));
-            let manifest = ImageManifest {
-                schema_version: 2,
-                media_type: Some(OCI_MANIFEST.into()),
-                config: Descriptor {
-                    media_type: OCI_CONFIG.into(),
-                    digest: config_digest,
-                    size: config_size,
-                    platform: None,
-                    annotations: None,
-                },
-                layers: image_layers,
-                annotations: None,
+            image_layers.extend(layers.iter().map(Layer::descriptor));
+            let platform = Platform {
+                architecture: arch.clone(),
+                os: image.config["os"].as_str().unwrap_or("linux").to_string(),
+                variant: image.config["variant"].as_str().map(str::to_string),
             };
-            let raw = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| {
-                RegistryError::Protocol {
-                    what: target.to_string(),
-                    reason: e.to_string(),
-                }
-            })?);
-            let digest = Digest::of(&raw);
-            let size = raw.len() as u64;
-            self.push_manifest(target, digest.as_str(), OCI_MANIFEST, raw, credentials)
+            let (entry, sent) = self
+                .push_arch_image(target, platform, &config, image_layers, credentials)
                 .await?;
-            entries.push(Descriptor {
-                media_type: OCI_MANIFEST.into(),
-                digest: digest.clone(),
-                size,
-                platform: Some(Platform {
-                    architecture: arch.clone(),
-                    os: image.config["os"].as_str().unwrap_or("linux").to_string(),
-                    variant: image.config["variant"].as_str().map(str::to_string),
-                }),
-                annotations: None,
-            });
-            manifests.push((arch.clone(), digest));
+            uploaded += sent;
+            manifests.push((arch.clone(), entry.digest.clone()));
+            entries.push(entry);
         }
-        let index = ImageIndex {
-            schema_version: 2,
-            media_type: Some(OCI_INDEX.into()),
-            manifests: entries,
-            annotations: None,
-        };
-        let raw = Bytes::from(
-            serde_json::to_vec(&index).map_err(|e| RegistryError::Protocol {
-                what: target.to_string(),
-                reason: e.to_string(),
-            })?,
-        );
         let index = self
-            .push_manifest(target, &target.target(), OCI_INDEX, raw, credentials)
+            .push_index(target, &target.target(), entries, credentials)
             .await?;
         Ok(Built {
             index,
