@@ -4,11 +4,10 @@
 mod support;
 
 use chrono::Duration;
-use iib::command_bus::{CommandBus, CommandContext, RequestSubmission, Submission};
+use iib::command_bus::{CommandBus, CommandContext};
 use iib::streaming::messages::Topics;
 use iib::streaming::relay::{Relay, RelaySettings};
-use iib_aggregates::params::RmParams;
-use iib_aggregates::{Actor, BuildRequestCommand, RequestParams};
+use iib_aggregates::{Actor, BuildRequestCommand};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -97,25 +96,7 @@ async fn the_relay_publishes_iibs_messages_to_a_real_broker() {
     let broker = Broker::start().await;
     let db = support::sqlite().await;
     let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
-    let submitted = bus
-        .submit(
-            Submission {
-                user: Some("bob@EXAMPLE.COM".into()),
-                annotations: None,
-                requests: vec![RequestSubmission {
-                    params: RequestParams::Rm(RmParams {
-                        operators: vec!["kube-green".into()],
-                        from_index: Some("r/index:v4.18".into()),
-                        ..Default::default()
-                    }),
-                    secrets: vec![],
-                    queue: None,
-                }],
-            },
-            &CommandContext::default(),
-        )
-        .await
-        .unwrap();
+    let submitted = support::submit_rm(&bus, Some("bob@EXAMPLE.COM"), "kube-green").await;
     bus.execute(
         submitted.requests[0],
         BuildRequestCommand::Complete {
@@ -180,26 +161,7 @@ async fn nothing_is_lost_while_the_broker_is_down() {
     // The broker is down: requests go on regardless.
     let requests = 100;
     for _ in 0..requests {
-        let id = bus
-            .submit(
-                Submission {
-                    user: None,
-                    annotations: None,
-                    requests: vec![RequestSubmission {
-                        params: RequestParams::Rm(RmParams {
-                            operators: vec!["op".into()],
-                            from_index: Some("r/index:1".into()),
-                            ..Default::default()
-                        }),
-                        secrets: vec![],
-                        queue: None,
-                    }],
-                },
-                &CommandContext::default(),
-            )
-            .await
-            .unwrap()
-            .requests[0];
+        let id = support::submit_rm(&bus, None, "op").await.requests[0];
         bus.execute(
             id,
             BuildRequestCommand::Complete {

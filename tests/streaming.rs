@@ -4,10 +4,9 @@
 mod support;
 
 use chrono::Duration;
-use iib::command_bus::{CommandBus, CommandContext, RequestSubmission, Submission};
+use iib::command_bus::{CommandBus, CommandContext};
 use iib::streaming::messages::{messages_for, Message, Topics};
-use iib_aggregates::params::RmParams;
-use iib_aggregates::{Actor, BuildRequestCommand, RequestParams};
+use iib_aggregates::{Actor, BuildRequestCommand};
 use serde_json::Value;
 
 fn topics() -> Topics {
@@ -30,25 +29,7 @@ fn header<'a>(message: &'a Message, name: &str) -> Option<&'a str> {
 async fn a_request_lifecycle_gives_iibs_messages_in_order() {
     let db = support::sqlite().await;
     let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
-    let submitted = bus
-        .submit(
-            Submission {
-                user: Some("bob@EXAMPLE.COM".into()),
-                annotations: None,
-                requests: vec![RequestSubmission {
-                    params: RequestParams::Rm(RmParams {
-                        operators: vec!["kube-green".into()],
-                        from_index: Some("r/index:v4.18".into()),
-                        ..Default::default()
-                    }),
-                    secrets: vec![],
-                    queue: None,
-                }],
-            },
-            &CommandContext::user(Some("bob@EXAMPLE.COM".into())),
-        )
-        .await
-        .unwrap();
+    let submitted = support::submit_rm(&bus, Some("bob@EXAMPLE.COM"), "kube-green").await;
     let id = submitted.requests[0];
     for command in [
         BuildRequestCommand::RecordProgress {
@@ -132,24 +113,7 @@ async fn a_request_lifecycle_gives_iibs_messages_in_order() {
 async fn every_event_goes_to_the_events_topic_when_one_is_set() {
     let db = support::sqlite().await;
     let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
-    bus.submit(
-        Submission {
-            user: None,
-            annotations: None,
-            requests: vec![RequestSubmission {
-                params: RequestParams::Rm(RmParams {
-                    operators: vec!["op".into()],
-                    from_index: Some("r/index:1".into()),
-                    ..Default::default()
-                }),
-                secrets: vec![],
-                queue: None,
-            }],
-        },
-        &CommandContext::default(),
-    )
-    .await
-    .unwrap();
+    support::submit_rm(&bus, None, "op").await;
     let topics = Topics {
         events: Some("iib.events".into()),
         ..topics()

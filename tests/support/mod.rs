@@ -80,3 +80,33 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Submits one rm request (removing `operator` from `r/index:v4.18`) for `user`.
+pub async fn submit_rm(
+    bus: &iib::command_bus::CommandBus,
+    user: Option<&str>,
+    operator: &str,
+) -> iib::command_bus::Submitted {
+    use iib::command_bus::{CommandContext, RequestSubmission, Submission};
+    use iib_aggregates::params::RmParams;
+    use iib_aggregates::RequestParams;
+    let user = user.map(str::to_string);
+    bus.submit(
+        Submission {
+            user: user.clone(),
+            annotations: None,
+            requests: vec![RequestSubmission {
+                params: RequestParams::Rm(RmParams {
+                    operators: vec![operator.to_string()],
+                    from_index: Some("r/index:v4.18".into()),
+                    ..Default::default()
+                }),
+                secrets: vec![],
+                queue: None,
+            }],
+        },
+        &CommandContext::user(user),
+    )
+    .await
+    .unwrap()
+}
