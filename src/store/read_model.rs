@@ -459,26 +459,27 @@ impl Store {
 impl Store {
     /// A named reader's position in the event stream (0 for a new reader).
     pub async fn checkpoint(&self, name: &str) -> Result<i64, StoreError> {
-        Ok(on_pool!(self, pool => {
-            sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
-                .bind(name)
-                .execute(pool)
-                .await?;
+        let position: Option<i64> = on_pool!(self, pool => {
             sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
                 .bind(name)
-                .fetch_one(pool)
+                .fetch_optional(pool)
                 .await?
-        }))
+        });
+        Ok(position.unwrap_or(0))
     }
 
     /// Moves a named reader's position forward (never back).
     pub async fn advance_checkpoint(&self, name: &str, position: i64) -> Result<(), StoreError> {
         on_pool!(self, pool => {
-            sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2 AND position < $1")
-                .bind(position)
-                .bind(name)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position \
+                 WHERE projection_checkpoints.position < excluded.position",
+            )
+            .bind(name)
+            .bind(position)
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }
