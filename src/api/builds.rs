@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use iib_aggregates::{RequestState, RequestType};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 /// `request.args.get(name)`: the first value of a query parameter.
 pub(crate) fn query_args(raw: Option<&str>) -> Vec<(String, String)> {
@@ -147,11 +147,7 @@ pub async fn list(
     let base = base_url(&state, &headers);
     let mut items = Vec::with_capacity(found.items.len());
     for text in &found.items {
-        let mut item: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
-            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        })?;
-        state.api.links.add_links(&mut item, &base, verbose);
-        items.push(Value::Object(item));
+        items.push(state.api.linked_request(text, &base, verbose)?);
     }
     let pages = (found.total + per_page - 1) / per_page;
     let url = |page: i64| {

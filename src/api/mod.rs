@@ -25,7 +25,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use error::ApiError;
+use error::{ApiError, ApiResult};
 use links::LinkConfig;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -117,15 +117,18 @@ impl ApiSettings {
         if !self.links.has_links(request_type, verbose) {
             return raw_json_response(status, stored.to_string());
         }
-        match serde_json::from_str::<Map<String, Value>>(stored) {
-            Ok(mut request) => {
-                self.links.add_links(&mut request, base_url, verbose);
-                json_response(status, &Value::Object(request))
-            }
-            Err(e) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-            }
+        match self.linked_request(stored, base_url, verbose) {
+            Ok(request) => json_response(status, &request),
+            Err(e) => e.into_response(),
         }
+    }
+
+    /// A stored request JSON, parsed, with its link keys.
+    pub fn linked_request(&self, stored: &str, base_url: &str, verbose: bool) -> ApiResult<Value> {
+        let mut request: Map<String, Value> = serde_json::from_str(stored)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        self.links.add_links(&mut request, base_url, verbose);
+        Ok(Value::Object(request))
     }
 }
 

@@ -200,10 +200,7 @@ async fn answer(
                 "the new request is not in the read model",
             )
         })?;
-        let mut request: Map<String, Value> = serde_json::from_str(&stored)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        state.api.links.add_links(&mut request, &base, true);
-        items.push(Value::Object(request));
+        items.push(state.api.linked_request(&stored, &base, true)?);
     }
     let body = if as_list {
         Value::Array(items)
