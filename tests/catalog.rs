@@ -69,7 +69,7 @@ fn the_community_catalog_loads_and_a_truncated_file_is_refused() {
     assert!(bundle
         .image
         .starts_with("quay.io/openshift-community-operators/ecr-secret-operator@sha256:"));
-    assert_eq!(ecr.packages[0].default_channel.as_deref(), Some("alpha"));
+    assert_eq!(ecr.packages[0].default_channel, "alpha");
 }
 
 use iib::catalog::load::load_files;
@@ -244,4 +244,128 @@ fn conversion_problems_stop_at_the_first() {
         problems(&orphan).to_string(),
         "package \"demo\", bundle \"z\" not found in any channel entries"
     );
+}
+
+/// The community bundles of the fixtures: (package dir, bundle name, version dir).
+fn community_bundles(fixtures: &std::path::Path) -> Vec<(PathBuf, String, PathBuf)> {
+    let mut out = Vec::new();
+    let root = fixtures.join("community-operators");
+    let mut packages: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("bundles.json").is_file())
+        .collect();
+    packages.sort();
+    for package in packages {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(package.join("bundles.json")).unwrap()).unwrap();
+        for (name, dir) in index["bundles"].as_object().unwrap() {
+            out.push((
+                package.clone(),
+                name.clone(),
+                package.join(dir.as_str().unwrap()),
+            ));
+        }
+    }
+    out
+}
+
+/// A bundle directory's files, relative to it.
+fn bundle_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for sub in ["manifests", "metadata"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                files.push((format!("{sub}/{name}"), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files
+}
+
+/// opm's catalog for a fixture package, blob by blob, and the catalog version it was made for.
+fn golden_blobs(package: &std::path::Path) -> (Vec<serde_json::Value>, String) {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(package.join("catalog.yaml")).unwrap();
+    let blobs = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .collect();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(package.join("bundles.json")).unwrap()).unwrap();
+    (
+        blobs,
+        index["catalog_version"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Catalogs for OpenShift 4.12 were made by an opm that kept bundle objects; later ones carry
+/// `olm.csv.metadata`.
+fn objects_as_for(catalog_version: &str) -> iib::catalog::render::ObjectsAs {
+    use iib::catalog::render::ObjectsAs;
+    let minor: u32 = catalog_version
+        .trim_start_matches("v4.")
+        .parse()
+        .unwrap_or(99);
+    if minor <= 12 {
+        ObjectsAs::BundleObjects
+    } else {
+        ObjectsAs::CsvMetadata
+    }
+}
+
+#[test]
+fn every_community_bundle_renders_as_opm_rendered_it() {
+    let Some(fixtures) = fixtures() else {
+        panic!("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory");
+    };
+    let bundles = community_bundles(&fixtures);
+    assert_eq!(bundles.len(), 16, "the fixtures hold 16 bundles");
+    for (package, name, dir) in bundles {
+        let (blobs, catalog_version) = golden_blobs(&package);
+        let golden = blobs
+            .iter()
+            .find(|b| b["schema"] == "olm.bundle" && b["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} is not in {}", package.display()));
+        let image = golden["image"].as_str().unwrap();
+        let files = bundle_files(&dir);
+        let rendered = iib::catalog::render::render_bundle(
+            files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+            image,
+            objects_as_for(&catalog_version),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ours = serde_json::to_value(&rendered.bundle).unwrap();
+        if &ours != golden {
+            for (key, want) in golden.as_object().unwrap() {
+                if ours.get(key) != Some(want) {
+                    if key == "properties" {
+                        let ours_props = ours[key].as_array().cloned().unwrap_or_default();
+                        for (i, want_prop) in want.as_array().unwrap().iter().enumerate() {
+                            if ours_props.get(i) != Some(want_prop) {
+                                panic!(
+                                    "{name}: property {i} differs:\n ours: {}\n opm:  {}",
+                                    ours_props
+                                        .get(i)
+                                        .map(|p| p.to_string())
+                                        .unwrap_or_default()
+                                        .chars()
+                                        .take(600)
+                                        .collect::<String>(),
+                                    want_prop.to_string().chars().take(600).collect::<String>()
+                                );
+                            }
+                        }
+                    }
+                    panic!(
+                        "{name}: {key} differs:\n ours: {}\n opm:  {}",
+                        ours.get(key).map(|v| v.to_string()).unwrap_or_default(),
+                        want
+                    );
+                }
+            }
+            panic!("{name}: extra keys in ours: {ours}");
+        }
+    }
 }

@@ -10,6 +10,10 @@ pub const SCHEMA_CHANNEL: &str = "olm.channel";
 pub const SCHEMA_BUNDLE: &str = "olm.bundle";
 pub const SCHEMA_DEPRECATIONS: &str = "olm.deprecations";
 
+// Fields are declared in the order of opm's Go structs (`alpha/declcfg/declcfg.go`): serde
+// writes them in that order, as Go's encoding/json does, and a field Go always writes is
+// never skipped here.
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Icon {
     pub base64data: String,
@@ -21,33 +25,34 @@ pub struct Icon {
 pub struct Package {
     pub schema: String,
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_channel: Option<String>,
+    #[serde(default)]
+    pub default_channel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon: Option<Icon>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<Property>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelEntry {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaces: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replaces: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skips: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skip_range: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub skip_range: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Channel {
     pub schema: String,
-    pub package: String,
     pub name: String,
+    pub package: String,
+    #[serde(default)]
     pub entries: Vec<ChannelEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub properties: Vec<Property>,
@@ -60,7 +65,7 @@ pub struct Property {
     pub value: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelatedImage {
     #[serde(default)]
     pub name: String,
@@ -71,8 +76,10 @@ pub struct RelatedImage {
 #[serde(rename_all = "camelCase")]
 pub struct Bundle {
     pub schema: String,
-    pub package: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub package: String,
     #[serde(default)]
     pub image: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

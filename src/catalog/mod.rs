@@ -2,5 +2,8 @@
 //! opm does, without opm. Pure code over bytes: images are read by `registry`, not here.
 
 pub mod declcfg;
+pub mod gojson;
+pub mod gosort;
 pub mod load;
 pub mod model;
+pub mod render;

@@ -49,8 +49,8 @@ fn dns1123_label_errors(name: &str) -> Vec<&'static str> {
 pub fn replaces_chain_error(channel: &Channel) -> Option<String> {
     let mut incoming: HashMap<&str, usize> = HashMap::new();
     for entry in &channel.entries {
-        if let Some(replaces) = entry.replaces.as_deref().filter(|r| !r.is_empty()) {
-            *incoming.entry(replaces).or_default() += 1;
+        if !entry.replaces.is_empty() {
+            *incoming.entry(entry.replaces.as_str()).or_default() += 1;
         }
         for skip in &entry.skips {
             *incoming.entry(skip).or_default() += 1;
@@ -91,7 +91,7 @@ pub fn replaces_chain_error(channel: &Channel) -> Option<String> {
         chain_from
             .entry(entry.name.as_str())
             .or_insert_with(|| vec![entry.name.as_str()]);
-        let replaces = entry.replaces.as_deref().unwrap_or("");
+        let replaces = entry.replaces.as_str();
         if skipped.contains(replaces) {
             break;
         }
@@ -139,10 +139,7 @@ pub fn validate(config: &DeclarativeConfig) -> Result<(), ValidationError> {
                 errors.join(" ")
             )));
         }
-        default_channels.insert(
-            &package.name,
-            package.default_channel.as_deref().unwrap_or(""),
-        );
+        default_channels.insert(&package.name, package.default_channel.as_str());
     }
     let mut channels: BTreeMap<&str, BTreeMap<&str, &Channel>> = BTreeMap::new();
     // opm tracks, per package, the entries of the last channel seen that have no bundle yet.
