@@ -7,3 +7,5 @@ pub mod gosort;
 pub mod load;
 pub mod model;
 pub mod render;
+pub mod yaml;
+pub mod write;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod build;
+pub mod bundle;
 pub mod client;
 pub mod digest;
 pub mod inspect;
