@@ -6,6 +6,7 @@ pub mod api;
 pub mod background;
 pub mod bench;
 pub mod catalog;
+pub mod catalog_cli;
 pub mod command_bus;
 pub mod config;
 pub mod projector;

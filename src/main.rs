@@ -74,6 +74,63 @@ enum CatalogCommand {
         /// The catalog directory.
         dir: PathBuf,
     },
+    /// Renders bundle images, bundle directories and catalog directories as `opm render`
+    /// does, printing one catalog.
+    Render {
+        /// Bundle image pull specs, bundle directories (`manifests/` and `metadata/`) or
+        /// catalog directories.
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// The image pull spec a bundle directory stands for.
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long, value_enum, default_value = "none")]
+        migrate_level: iib::catalog_cli::MigrateLevel,
+        /// json or yaml.
+        #[arg(short, long, default_value = "json")]
+        output: iib::catalog::write::Format,
+    },
+    /// Adds bundles to a file-based catalog directory (made when missing), as IIB's opm adds
+    /// them, and writes it back as opm writes catalogs.
+    Add {
+        /// The catalog directory.
+        #[arg(long)]
+        catalog: PathBuf,
+        /// Bundle image pull specs or bundle directories.
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// The image pull spec a bundle directory stands for.
+        #[arg(long)]
+        image: Option<String>,
+        /// How channel graphs are updated: replaces, semver or semver-skippatch.
+        #[arg(long, default_value = "replaces", value_parser = parse_graph_mode)]
+        mode: iib::catalog::add::GraphMode,
+        /// Replace a bundle of the same name when it heads every channel it is in.
+        #[arg(long)]
+        overwrite_latest: bool,
+        #[arg(long, value_enum, default_value = "bundle-object-to-csv-metadata")]
+        migrate_level: iib::catalog_cli::MigrateLevel,
+        /// json or yaml.
+        #[arg(short, long, default_value = "json")]
+        output: iib::catalog::write::Format,
+    },
+    /// Removes packages from a file-based catalog directory.
+    Rm {
+        /// The catalog directory.
+        #[arg(long)]
+        catalog: PathBuf,
+        #[arg(required = true)]
+        packages: Vec<String>,
+        /// json or yaml.
+        #[arg(short, long, default_value = "json")]
+        output: iib::catalog::write::Format,
+    },
+}
+
+fn parse_graph_mode(text: &str) -> Result<iib::catalog::add::GraphMode, String> {
+    iib::catalog::add::GraphMode::parse(text).ok_or_else(|| {
+        format!("invalid graph update mode {text:?}: use replaces, semver or semver-skippatch")
+    })
 }
 
 #[derive(Subcommand)]
@@ -195,6 +252,65 @@ async fn run() -> Result<()> {
                 }
             }
         }
+        Command::Catalog {
+            catalog:
+                CatalogCommand::Render {
+                    refs,
+                    image,
+                    migrate_level,
+                    output,
+                },
+        } => {
+            let mut sources = iib::catalog_cli::Sources::new(client_options(&config)?);
+            let text = iib::catalog_cli::render(
+                &mut sources,
+                &refs,
+                image.as_deref(),
+                migrate_level,
+                output,
+            )
+            .await?;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
+        Command::Catalog {
+            catalog:
+                CatalogCommand::Add {
+                    catalog,
+                    refs,
+                    image,
+                    mode,
+                    overwrite_latest,
+                    migrate_level,
+                    output,
+                },
+        } => {
+            let mut sources = iib::catalog_cli::Sources::new(client_options(&config)?);
+            let catalog = iib::catalog_cli::catalog_dir(catalog)?;
+            let lines = iib::catalog_cli::add(
+                &mut sources,
+                &catalog,
+                &refs,
+                image.as_deref(),
+                mode,
+                overwrite_latest,
+                migrate_level,
+                output,
+            )
+            .await?;
+            for line in lines {
+                eprintln!("{line}");
+            }
+            Ok(())
+        }
+        Command::Catalog {
+            catalog:
+                CatalogCommand::Rm {
+                    catalog,
+                    packages,
+                    output,
+                },
+        } => iib::catalog_cli::rm(&catalog, &packages, output),
         Command::Bench {
             bench:
                 Bench::Rebuild {
@@ -217,6 +333,10 @@ async fn run() -> Result<()> {
             iib::bench::seed(&config.database_url(), requests).await
         }
     }
+}
+
+fn client_options(config: &Config) -> Result<iib::registry::ClientOptions> {
+    iib::registry::ClientOptions::from_config(config).map_err(|e| anyhow::anyhow!(e))
 }
 
 async fn open(config: &Config) -> Result<Store> {

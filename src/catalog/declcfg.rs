@@ -124,3 +124,14 @@ impl Bundle {
             .and_then(Value::as_str)
     }
 }
+
+impl DeclarativeConfig {
+    /// Appends every blob of `other` (opm's `DeclarativeConfig.Merge`).
+    pub fn merge(&mut self, other: DeclarativeConfig) {
+        self.packages.extend(other.packages);
+        self.channels.extend(other.channels);
+        self.bundles.extend(other.bundles);
+        self.deprecations.extend(other.deprecations);
+        self.others.extend(other.others);
+    }
+}

@@ -12,7 +12,7 @@
 //!
 //! Pure code over the bundle's files; reading an image is the registry module's work.
 
-use super::declcfg::{Bundle, Property, RelatedImage, SCHEMA_BUNDLE};
+use super::declcfg::{Bundle, Icon, Property, RelatedImage, SCHEMA_BUNDLE};
 use super::{gojson, gosort};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -67,6 +67,31 @@ pub struct RenderedBundle {
     pub skip_range: String,
     /// The CSV's `olm.substitutesFor` annotation ("" when none).
     pub substitutes_for: String,
+    /// The CSV's first icon, which opm gives the package when this bundle heads its default
+    /// channel.
+    pub icon: Option<Icon>,
+}
+
+/// The package icon opm takes from a CSV: its first icon, base64-decoded (retried without
+/// spaces) and re-encoded; none when it does not decode or is empty.
+fn icon_of(csv_spec: &Value) -> Option<Icon> {
+    let first = field(csv_spec, "icon")?.as_array()?.first()?;
+    let text: String = str_field(first, "base64data")
+        .chars()
+        .filter(|c| *c != '\r' && *c != '\n')
+        .collect();
+    let engine = base64::engine::general_purpose::STANDARD;
+    let data = engine
+        .decode(&text)
+        .or_else(|_| engine.decode(text.replace(' ', "")))
+        .ok()?;
+    if data.is_empty() {
+        return None;
+    }
+    Some(Icon {
+        base64data: engine.encode(data),
+        mediatype: str_field(first, "mediatype").to_string(),
+    })
 }
 
 /// The first document of a manifest file as JSON (Kubernetes' YAML-or-JSON decoder reads one
@@ -573,6 +598,7 @@ pub fn render_bundle<'a>(
         skips,
         skip_range: annotation_of("olm.skipRange"),
         substitutes_for: annotation_of("olm.substitutesFor"),
+        icon: icon_of(&csv_spec),
     })
 }
 

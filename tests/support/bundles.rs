@@ -1,0 +1,119 @@
+//! Operator bundles for tests: the shared fixtures' community bundles, and pushing a bundle
+//! directory to a registry as `operator-sdk`/`opm alpha bundle build` would build it (one
+//! layer holding `manifests/` and `metadata/`, labels from `metadata/annotations.yaml`).
+
+use iib::registry::build::layer;
+use iib::registry::manifest::Platform;
+use iib::registry::{Reference, RegistryClient};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The shared fixtures (`IIB_FIXTURES`, else `../shared/fixtures` beside the clone, else
+/// `/work/shared/fixtures`).
+pub fn fixtures() -> PathBuf {
+    let candidates = [
+        std::env::var_os("IIB_FIXTURES").map(PathBuf::from),
+        Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures"
+        ))),
+        Some(PathBuf::from("/work/shared/fixtures")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("community-operators").is_dir())
+        .expect("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory")
+}
+
+/// A community package of the fixtures: its directory, catalog version and bundles (name,
+/// version directory) in `bundles.json` order.
+pub struct FixturePackage {
+    pub name: String,
+    pub dir: PathBuf,
+    pub catalog_version: String,
+    pub bundles: Vec<(String, PathBuf)>,
+}
+
+pub fn community_packages() -> Vec<FixturePackage> {
+    let root = fixtures().join("community-operators");
+    let mut packages: Vec<FixturePackage> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("bundles.json").is_file())
+        .map(|dir| {
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("bundles.json")).unwrap()).unwrap();
+            let bundles = index["bundles"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(name, version)| (name.clone(), dir.join(version.as_str().unwrap())))
+                .collect();
+            FixturePackage {
+                name: dir.file_name().unwrap().to_string_lossy().to_string(),
+                catalog_version: index["catalog_version"].as_str().unwrap().to_string(),
+                dir,
+                bundles,
+            }
+        })
+        .collect();
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    packages
+}
+
+/// The files of a bundle directory's `manifests/` and `metadata/`, by relative path.
+pub fn bundle_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for sub in ["manifests", "metadata"] {
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                files.insert(format!("{sub}/{name}"), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Pushes the bundle in `dir` as the image `reference` (an amd64 image under an index).
+pub async fn push_bundle(client: &RegistryClient, reference: &Reference, dir: &Path) {
+    let files = bundle_files(dir);
+    let annotations: serde_json::Value =
+        serde_yaml_ng::from_slice(&files["metadata/annotations.yaml"]).unwrap();
+    let labels: BTreeMap<String, String> = annotations["annotations"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let layer = layer(&files);
+    client
+        .push_blob(reference, &layer.digest, layer.blob.clone(), None)
+        .await
+        .unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    });
+    let platform = Platform {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        variant: None,
+    };
+    let (entry, _) = client
+        .push_arch_image(reference, platform, &config, vec![layer.descriptor()], None)
+        .await
+        .unwrap();
+    client
+        .push_index(
+            reference,
+            reference.tag.as_deref().unwrap(),
+            vec![entry],
+            None,
+        )
+        .await
+        .unwrap();
+}
