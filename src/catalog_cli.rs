@@ -175,6 +175,9 @@ pub async fn add(
             overwrite_latest,
         },
     )?;
+    // IIB runs `opm validate` on what it built: an invalid catalog is never written.
+    crate::catalog::model::validate(&config)
+        .map_err(|e| anyhow::anyhow!("the catalog would be invalid, nothing was written:\n{e}"))?;
     write_dir(&config, catalog, output)?;
     Ok(report.lines())
 }

@@ -1005,3 +1005,430 @@ pub fn remove_packages_with(
         )]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::declcfg::{Property, SCHEMA_BUNDLE};
+    use crate::catalog::write::{to_string, Format};
+    use serde_json::json;
+
+    /// A rendered bundle of package `demo` made by hand.
+    fn bundle(
+        version: &str,
+        replaces: &str,
+        skips: &[&str],
+        channels: &[&str],
+        default: &str,
+    ) -> RenderedBundle {
+        let name = format!("demo.v{version}");
+        RenderedBundle {
+            bundle: Bundle {
+                schema: SCHEMA_BUNDLE.into(),
+                name: name.clone(),
+                package: "demo".into(),
+                image: format!("registry.example/demo-bundle:{version}"),
+                properties: vec![Property {
+                    kind: "olm.package".into(),
+                    value: json!({"packageName": "demo", "version": version}),
+                }],
+                related_images: Vec::new(),
+            },
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            default_channel: default.into(),
+            version: version.into(),
+            replaces: if replaces.is_empty() {
+                String::new()
+            } else {
+                format!("demo.v{replaces}")
+            },
+            skips: skips.iter().map(|s| format!("demo.v{s}")).collect(),
+            skip_range: String::new(),
+            substitutes_for: String::new(),
+            icon: None,
+        }
+    }
+
+    fn add(
+        config: &mut DeclarativeConfig,
+        bundles: Vec<RenderedBundle>,
+        mode: GraphMode,
+    ) -> Result<AddReport, AddError> {
+        add_bundles(
+            config,
+            bundles,
+            &AddOptions {
+                mode,
+                overwrite_latest: false,
+            },
+        )
+    }
+
+    fn entries(config: &DeclarativeConfig, channel: &str) -> Vec<(String, String, Vec<String>)> {
+        config
+            .channels
+            .iter()
+            .find(|c| c.name == channel)
+            .unwrap_or_else(|| panic!("no channel {channel}"))
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.replaces.clone(), e.skips.clone()))
+            .collect()
+    }
+
+    fn e(name: &str, replaces: &str, skips: &[&str]) -> (String, String, Vec<String>) {
+        (
+            format!("demo.v{name}"),
+            if replaces.is_empty() {
+                String::new()
+            } else {
+                format!("demo.v{replaces}")
+            },
+            skips.iter().map(|s| format!("demo.v{s}")).collect(),
+        )
+    }
+
+    /// A deterministic random source for the randomized tests.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn shuffle<T>(&mut self, items: &mut [T]) {
+            for i in (1..items.len()).rev() {
+                items.swap(i, self.below(i + 1));
+            }
+        }
+    }
+
+    #[test]
+    fn replaces_mode_walks_the_chain_from_each_head_and_lists_skipped_bundles() {
+        let mut config = DeclarativeConfig::default();
+        add(
+            &mut config,
+            vec![
+                bundle("1.0.0", "", &[], &["stable"], ""),
+                bundle("1.1.0", "1.0.0", &[], &["stable", "fast"], "stable"),
+                bundle("1.2.0", "1.1.0", &["1.0.0"], &["fast"], "fast"),
+            ],
+            GraphMode::Replaces,
+        )
+        .unwrap();
+        assert_eq!(
+            entries(&config, "fast"),
+            vec![
+                e("1.0.0", "", &[]),
+                e("1.1.0", "1.0.0", &[]),
+                e("1.2.0", "1.1.0", &["1.0.0"])
+            ]
+        );
+        assert_eq!(
+            entries(&config, "stable"),
+            vec![e("1.0.0", "", &[]), e("1.1.0", "1.0.0", &[])]
+        );
+        // The newest bundle names the default channel.
+        assert_eq!(config.packages[0].default_channel, "fast");
+        crate::catalog::model::validate(&config).unwrap();
+    }
+
+    #[test]
+    fn opms_refusals_are_kept_with_its_words() {
+        let base = || {
+            let mut config = DeclarativeConfig::default();
+            add(
+                &mut config,
+                vec![
+                    bundle("1.0.0", "", &[], &["stable"], "stable"),
+                    bundle("1.1.0", "1.0.0", &[], &["stable"], "stable"),
+                ],
+                GraphMode::Replaces,
+            )
+            .unwrap();
+            config
+        };
+        let error = |bundles: Vec<RenderedBundle>, overwrite: bool| {
+            let mut config = base();
+            let before = config.clone();
+            let result = add_bundles(
+                &mut config,
+                bundles,
+                &AddOptions {
+                    mode: GraphMode::Replaces,
+                    overwrite_latest: overwrite,
+                },
+            );
+            // A refused add changes nothing.
+            assert_eq!(config, before);
+            result.unwrap_err().to_string()
+        };
+        let mut same_name = bundle("1.1.0", "1.0.0", &[], &["stable"], "");
+        same_name.bundle.image = "registry.example/other:1".into();
+        assert_eq!(
+            error(vec![same_name.clone()], false),
+            "Bundle already added that provides package and csv"
+        );
+        assert_eq!(
+            error(vec![bundle("1.2.0", "1.1.0", &[], &["stable"], ""), {
+                let mut b = bundle("1.3.0", "1.2.0", &[], &["stable"], "");
+                b.bundle.image = "registry.example/demo-bundle:1.0.0".into();
+                b
+            }], false),
+            // opm names the image being added, once per clash, not the one already there.
+            "[Bundle registry.example/demo-bundle:1.2.0 already exists, Bundle registry.example/demo-bundle:1.0.0 already exists]"
+        );
+        let mut not_head = bundle("1.0.0", "", &[], &["stable"], "");
+        not_head.bundle.image = "registry.example/other:1".into();
+        assert_eq!(
+            error(vec![not_head], true),
+            "Cannot overwrite a bundle that is not at the head of a channel using --overwrite-latest"
+        );
+        assert_eq!(
+            error(vec![bundle("2.0.0", "1.5.0", &[], &["stable"], "")], false),
+            "Invalid bundle demo.v2.0.0, replaces nonexistent bundle demo.v1.5.0"
+        );
+        let pruned = error(vec![bundle("0.5.0", "", &[], &["stable"], "")], false);
+        assert!(pruned.starts_with("add prunes bundle demo.v0.5.0 (registry.example/demo-bundle:0.5.0) from package demo, channel stable: this may be due to incorrect channel head (demo.v1.1.0, skips/replaces [demo.v1.0.0])"), "{pruned}");
+        let mut twin = bundle("1.1.0", "1.0.0", &[], &["beta"], "");
+        twin.bundle.name = "demo.v1.1.0-twin".into();
+        twin.bundle.image = "registry.example/twin:1".into();
+        assert_eq!(
+            error(vec![twin], false),
+            "more than one bundle with maximum version 1.1.0"
+        );
+        let undecided = error(
+            vec![bundle("1.2.0", "1.1.0", &[], &["beta"], "gamma")],
+            false,
+        );
+        assert!(undecided.starts_with("unable to determine default channel among channel heads: map[beta:{name:demo.v1.2.0"), "{undecided}");
+    }
+
+    #[test]
+    fn overwrite_latest_replaces_the_head_in_place() {
+        let mut config = DeclarativeConfig::default();
+        add(
+            &mut config,
+            vec![
+                bundle("1.0.0", "", &[], &["stable"], "stable"),
+                bundle("1.1.0", "1.0.0", &[], &["stable"], "stable"),
+            ],
+            GraphMode::Replaces,
+        )
+        .unwrap();
+        let mut rebuilt = bundle("1.1.0", "1.0.0", &[], &["stable"], "stable");
+        rebuilt.bundle.image = "registry.example/demo-bundle:1.1.0-rebuilt".into();
+        let report = add_bundles(
+            &mut config,
+            vec![rebuilt],
+            &AddOptions {
+                mode: GraphMode::Replaces,
+                overwrite_latest: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.overwritten, vec!["demo.v1.1.0".to_string()]);
+        let head = config
+            .bundles
+            .iter()
+            .find(|b| b.name == "demo.v1.1.0")
+            .unwrap();
+        assert_eq!(head.image, "registry.example/demo-bundle:1.1.0-rebuilt");
+        assert_eq!(config.bundles.len(), 2);
+        assert_eq!(
+            entries(&config, "stable"),
+            vec![e("1.0.0", "", &[]), e("1.1.0", "1.0.0", &[])]
+        );
+    }
+
+    #[test]
+    fn semver_modes_order_by_version_and_skip_patches() {
+        let mut config = DeclarativeConfig::default();
+        for version in ["1.0.0", "1.0.1", "1.1.0", "2.0.0"] {
+            add(
+                &mut config,
+                vec![bundle(version, "", &[], &["stable"], "")],
+                GraphMode::Semver,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            entries(&config, "stable"),
+            vec![
+                e("1.0.0", "", &[]),
+                e("1.0.1", "1.0.0", &[]),
+                e("1.1.0", "1.0.1", &[]),
+                e("2.0.0", "1.1.0", &[])
+            ]
+        );
+        assert_eq!(config.packages[0].default_channel, "stable");
+        let refused = add(
+            &mut config.clone(),
+            vec![{
+                let mut b = bundle("1.1.0", "", &[], &["stable"], "");
+                b.bundle.name = "demo.again".into();
+                b.bundle.image = "registry.example/again:1".into();
+                b
+            }],
+            GraphMode::Semver,
+        );
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "Bundle version 1.1.0 already added to index"
+        );
+
+        let mut config = DeclarativeConfig::default();
+        for version in ["1.0.0", "1.0.1", "1.0.2"] {
+            add(
+                &mut config,
+                vec![bundle(version, "", &[], &["stable"], "")],
+                GraphMode::SemverSkipPatch,
+            )
+            .unwrap();
+        }
+        // Each patch skips the lower patches of its minor (the skipped stay as entries).
+        assert_eq!(
+            entries(&config, "stable"),
+            vec![
+                e("1.0.0", "", &[]),
+                e("1.0.1", "", &[]),
+                e("1.0.2", "", &["1.0.0", "1.0.1"])
+            ]
+        );
+    }
+
+    #[test]
+    fn random_upgrade_graphs_give_one_catalog_whatever_the_order() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..200 {
+            let count = 1 + rng.below(12);
+            let channels = ["alpha", "beta", "stable"];
+            let mut bundles = Vec::new();
+            for i in 0..count {
+                let version = format!("1.{i}.0");
+                let replaces = if i > 0 {
+                    format!("1.{}.0", i - 1)
+                } else {
+                    String::new()
+                };
+                // Skips cover the oldest bundles (skipping a bundle whose predecessors stay in
+                // the chain strands them, which opm's validation rejects).
+                let skips: Vec<String> = if i > 1 && rng.below(3) == 0 {
+                    (0..=rng.below(i - 1)).map(|j| format!("1.{j}.0")).collect()
+                } else {
+                    Vec::new()
+                };
+                let skip_refs: Vec<&str> = skips.iter().map(String::as_str).collect();
+                // Every bundle is in stable (the default channel its annotations name), and in
+                // the others at random; the newest heads every channel.
+                let mut in_channels: Vec<&str> = channels[..2]
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.below(2) == 0)
+                    .collect();
+                in_channels.push("stable");
+                if i + 1 == count {
+                    in_channels = channels.to_vec();
+                }
+                bundles.push(bundle(
+                    &version,
+                    &replaces,
+                    &skip_refs,
+                    &in_channels,
+                    "stable",
+                ));
+            }
+            let mut first: Option<String> = None;
+            for _ in 0..5 {
+                let mut order = bundles.clone();
+                rng.shuffle(&mut order);
+                let mut config = DeclarativeConfig::default();
+                add(&mut config, order, GraphMode::Replaces)
+                    .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                crate::catalog::model::validate(&config).unwrap_or_else(|e| {
+                    panic!("case {case}: {e}\n{}", to_string(&config, Format::Yaml))
+                });
+                let written = to_string(&config, Format::Json);
+                match &first {
+                    None => first = Some(written),
+                    Some(first) => assert_eq!(&written, first, "case {case}"),
+                }
+            }
+            // One at a time, oldest first, gives the same catalog.
+            let mut config = DeclarativeConfig::default();
+            for b in &bundles {
+                add(&mut config, vec![b.clone()], GraphMode::Replaces)
+                    .unwrap_or_else(|e| panic!("case {case}: {e}"));
+            }
+            assert_eq!(
+                Some(to_string(&config, Format::Json)),
+                first,
+                "case {case}: one by one"
+            );
+
+            // Semver mode: any insertion order gives one graph.
+            let mut semver_first: Option<String> = None;
+            for _ in 0..3 {
+                let mut order = bundles.clone();
+                rng.shuffle(&mut order);
+                let mut config = DeclarativeConfig::default();
+                for b in order {
+                    add(&mut config, vec![b], GraphMode::Semver)
+                        .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                }
+                crate::catalog::model::validate(&config)
+                    .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                let written = to_string(&config, Format::Json);
+                match &semver_first {
+                    None => semver_first = Some(written),
+                    Some(first) => assert_eq!(&written, first, "case {case}: semver"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn adding_then_removing_a_package_gives_the_catalog_back() {
+        let mut rng = Rng(42);
+        for case in 0..50 {
+            let mut config = DeclarativeConfig::default();
+            add(
+                &mut config,
+                vec![bundle("1.0.0", "", &[], &["stable"], "stable")],
+                GraphMode::Replaces,
+            )
+            .unwrap();
+            let before = to_string(&config, Format::Yaml);
+            let count = 1 + rng.below(6);
+            let others: Vec<RenderedBundle> = (0..count)
+                .map(|i| {
+                    let mut b = bundle(&format!("0.{i}.0"), "", &[], &["main"], "main");
+                    b.bundle.package = "other".into();
+                    b.bundle.name = format!("other.v0.{i}.0");
+                    b.bundle.image = format!("registry.example/other:{i}");
+                    b.bundle.properties[0].value =
+                        json!({"packageName": "other", "version": format!("0.{i}.0")});
+                    if i > 0 {
+                        b.replaces = format!("other.v0.{}.0", i - 1);
+                    }
+                    b
+                })
+                .collect();
+            add(&mut config, others, GraphMode::Replaces)
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
+            assert_ne!(to_string(&config, Format::Yaml), before);
+            remove_packages(&mut config, &["other".to_string()]).unwrap();
+            assert_eq!(to_string(&config, Format::Yaml), before, "case {case}");
+        }
+        let mut config = DeclarativeConfig::default();
+        assert_eq!(
+            remove_packages(&mut config, &["ghost".to_string()]).unwrap_err().to_string(),
+            "error deleting packages from database: error removing operator package ghost: no package found for packagename ghost"
+        );
+        remove_packages_with(&mut config, &["ghost".to_string()], true).unwrap();
+    }
+}

@@ -3,9 +3,13 @@
 
 pub mod add;
 pub mod declcfg;
+pub mod deprecate;
+pub mod deprecations;
+pub mod fragment;
 pub mod gojson;
 pub mod gosort;
 pub mod load;
+pub mod merge;
 pub mod model;
 pub mod render;
 pub mod version;
