@@ -281,3 +281,209 @@ pub async fn registry(host: &str, base_mb: usize, layer_mb: usize) -> Result<()>
     );
     Ok(())
 }
+
+/// A synthetic bundle's files: a CSV of realistic size (description, owned CRD with
+/// descriptors, install strategy, related images) and its CRD and annotations.
+fn synthetic_bundle(
+    package: &str,
+    version: &str,
+    replaces: Option<&str>,
+) -> Vec<(String, Vec<u8>)> {
+    let description = "An operator that manages a fleet of widgets across namespaces. ".repeat(40);
+    let descriptors: Vec<serde_json::Value> = (0..20)
+        .map(|i| json!({"path": format!("spec.field{i}"), "displayName": format!("Field {i}"), "description": "A field of the widget spec.", "x-descriptors": ["urn:alm:descriptor:com.tectonic.ui:text"]}))
+        .collect();
+    let csv = json!({
+        "apiVersion": "operators.coreos.com/v1alpha1",
+        "kind": "ClusterServiceVersion",
+        "metadata": {
+            "name": format!("{package}.v{version}"),
+            "annotations": {"capabilities": "Basic Install", "categories": "Developer Tools", "containerImage": format!("quay.io/example/{package}:{version}"), "alm-examples": "[{\"apiVersion\":\"example.com/v1\",\"kind\":\"Widget\",\"metadata\":{\"name\":\"w\"}}]"},
+        },
+        "spec": {
+            "version": version,
+            "replaces": replaces,
+            "displayName": package,
+            "description": description,
+            "keywords": ["widgets", "fleet"],
+            "maintainers": [{"name": "Bench", "email": "bench@example.com"}],
+            "provider": {"name": "Example"},
+            "links": [{"name": "Docs", "url": "https://example.com"}],
+            "installModes": [{"type": "OwnNamespace", "supported": true}, {"type": "AllNamespaces", "supported": true}],
+            "customresourcedefinitions": {"owned": [{"name": format!("widgets.{package}.example.com"), "version": "v1", "kind": "Widget", "displayName": "Widget", "description": "A widget.", "specDescriptors": descriptors}]},
+            "relatedImages": [{"name": "operator", "image": format!("quay.io/example/{package}@sha256:{}", "a".repeat(64))}],
+            "install": {"strategy": "deployment", "spec": {"deployments": [{"name": "manager", "spec": {"template": {"spec": {"containers": [{"name": "manager", "image": format!("quay.io/example/{package}:{version}")}]}}}}]}},
+        }
+    });
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("widgets.{package}.example.com")},
+        "spec": {"group": format!("{package}.example.com"), "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Namespaced", "versions": [{"name": "v1", "served": true, "storage": true}]}
+    });
+    let annotations = format!(
+        "annotations:\n  operators.operatorframework.io.bundle.package.v1: {package}\n  operators.operatorframework.io.bundle.channels.v1: stable\n  operators.operatorframework.io.bundle.channel.default.v1: stable\n"
+    );
+    vec![
+        (
+            "manifests/csv.json".into(),
+            serde_json::to_vec(&csv).expect("json"),
+        ),
+        (
+            "manifests/crd.json".into(),
+            serde_json::to_vec(&crd).expect("json"),
+        ),
+        ("metadata/annotations.yaml".into(), annotations.into_bytes()),
+    ]
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[samples.len() / 2]
+}
+
+/// `iib bench catalog`: builds a catalog of `packages` × `bundles` (replaces chains), then
+/// times loading, validating and writing it, and adding one bundle to it.
+pub fn catalog(
+    packages: usize,
+    bundles: usize,
+    fixtures: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use crate::catalog::add::{add_bundles, AddOptions};
+    use crate::catalog::declcfg::DeclarativeConfig;
+    use crate::catalog::render::{render_bundle, ObjectsAs};
+    use crate::catalog::write::{write_dir, Format};
+    use crate::catalog::{load::load_dir, model::validate};
+
+    let render = |package: &str, i: usize| {
+        let version = format!("1.{i}.0");
+        let replaces = (i > 0).then(|| format!("{package}.v1.{}.0", i - 1));
+        let files = synthetic_bundle(package, &version, replaces.as_deref());
+        render_bundle(
+            files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+            &format!("quay.io/example/{package}-bundle:{version}"),
+            ObjectsAs::CsvMetadata,
+        )
+    };
+    let started = Instant::now();
+    let mut config = DeclarativeConfig::default();
+    for p in 0..packages {
+        let package = format!("package-{p:03}");
+        let rendered = (0..bundles)
+            .map(|i| render(&package, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        add_bundles(&mut config, rendered, &AddOptions::default())?;
+    }
+    let built = started.elapsed().as_secs_f64();
+    let dir = tempfile::tempdir()?;
+    let source = dir.path().join("catalog");
+    write_dir(&config, &source, Format::Yaml)?;
+    let size: u64 = walk_size(&source);
+    println!(
+        "catalog: {} packages, {} bundles, {:.1} MB of YAML; rendered and added from scratch in {:.0} ms",
+        packages,
+        config.bundles.len(),
+        size as f64 / 1e6,
+        built * 1e3
+    );
+
+    let mut cycle = Vec::new();
+    let mut phases = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..5 {
+        let out = dir.path().join(format!("out-{run}"));
+        let t0 = Instant::now();
+        let loaded = load_dir(&source)?;
+        let t1 = Instant::now();
+        validate(&loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t2 = Instant::now();
+        write_dir(&loaded, &out, Format::Yaml)?;
+        let t3 = Instant::now();
+        phases.0.push((t1 - t0).as_secs_f64() * 1e3);
+        phases.1.push((t2 - t1).as_secs_f64() * 1e3);
+        phases.2.push((t3 - t2).as_secs_f64() * 1e3);
+        cycle.push((t3 - t0).as_secs_f64() * 1e3);
+    }
+    println!(
+        "load + validate + write (YAML): median {:.0} ms (load {:.0}, validate {:.0}, write {:.0}; goal < 500 ms)",
+        median(cycle),
+        median(phases.0),
+        median(phases.1),
+        median(phases.2)
+    );
+
+    let loaded = load_dir(&source)?;
+    let mut adds = Vec::new();
+    let mut with_validate = Vec::new();
+    let package = format!("package-{:03}", packages / 2);
+    for _ in 0..20 {
+        let mut copy = loaded.clone();
+        let t0 = Instant::now();
+        let rendered = render(&package, bundles)?;
+        add_bundles(&mut copy, vec![rendered], &AddOptions::default())?;
+        let t1 = Instant::now();
+        validate(&copy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t2 = Instant::now();
+        adds.push((t1 - t0).as_secs_f64() * 1e3);
+        with_validate.push((t2 - t0).as_secs_f64() * 1e3);
+    }
+    println!(
+        "add one bundle (render + add): median {:.2} ms, with validation of the whole catalog {:.1} ms (goal < 50 ms)",
+        median(adds),
+        median(with_validate)
+    );
+
+    if let Some(fixtures) = fixtures {
+        let community = fixtures.join("catalogs/community-v4.18");
+        if community.is_dir() {
+            // One fixture package (slurm-operator) is truncated on purpose: load package by
+            // package and leave out what does not load.
+            let mut packages: Vec<std::path::PathBuf> = std::fs::read_dir(&community)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            packages.sort();
+            let mut times = Vec::new();
+            let (mut count, mut loaded_packages) = (0, 0);
+            for run in 0..5 {
+                let t0 = Instant::now();
+                let mut loaded = DeclarativeConfig::default();
+                loaded_packages = 0;
+                for package in &packages {
+                    if let Ok(config) = load_dir(package) {
+                        loaded.merge(config);
+                        loaded_packages += 1;
+                    }
+                }
+                validate(&loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
+                write_dir(
+                    &loaded,
+                    &dir.path().join(format!("community-{run}")),
+                    Format::Yaml,
+                )?;
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+                count = loaded.bundles.len();
+            }
+            println!(
+                "community catalog ({loaded_packages} complete packages, {count} bundles): load + validate + write median {:.0} ms",
+                median(times)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            total += if path.is_dir() {
+                walk_size(&path)
+            } else {
+                entry.metadata().map(|m| m.len()).unwrap_or(0)
+            };
+        }
+    }
+    total
+}

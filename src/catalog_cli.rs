@@ -191,6 +191,23 @@ pub fn rm(catalog: &Path, packages: &[String], output: Format) -> Result<()> {
     Ok(())
 }
 
+/// `iib catalog migrate INDEX_DB --out DIR`: a legacy SQLite index as a file-based catalog.
+pub async fn migrate(
+    index_db: &Path,
+    out: &Path,
+    level: MigrateLevel,
+    output: Format,
+) -> Result<()> {
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("output dir {:?} must be empty", out.display().to_string());
+    }
+    let config = crate::catalog::sqlite_index::migrate(index_db, level.objects_as())
+        .await
+        .with_context(|| format!("render catalog image: {}", index_db.display()))?;
+    write_dir(&config, out, output)?;
+    Ok(())
+}
+
 /// The default output directory layout check: a catalog path must be a directory.
 pub fn catalog_dir(path: PathBuf) -> Result<PathBuf> {
     if path.exists() && !path.is_dir() {

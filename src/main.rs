@@ -69,7 +69,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CatalogCommand {
-    /// Validates a file-based catalog as `opm validate` does: exit 1 and one line per problem.
+    /// Validates a file-based catalog as `opm validate` does: exit 1 and opm's tree of problems.
     Validate {
         /// The catalog directory.
         dir: PathBuf,
@@ -108,6 +108,20 @@ enum CatalogCommand {
         /// Replace a bundle of the same name when it heads every channel it is in.
         #[arg(long)]
         overwrite_latest: bool,
+        #[arg(long, value_enum, default_value = "bundle-object-to-csv-metadata")]
+        migrate_level: iib::catalog_cli::MigrateLevel,
+        /// json or yaml.
+        #[arg(short, long, default_value = "json")]
+        output: iib::catalog::write::Format,
+    },
+    /// Converts a legacy SQLite index database (opm's `index.db`) to a file-based catalog
+    /// directory, as `opm migrate` does.
+    Migrate {
+        /// The index database.
+        index_db: PathBuf,
+        /// The catalog directory to write (must be empty or missing).
+        #[arg(long)]
+        out: PathBuf,
         #[arg(long, value_enum, default_value = "bundle-object-to-csv-metadata")]
         migrate_level: iib::catalog_cli::MigrateLevel,
         /// json or yaml.
@@ -154,6 +168,17 @@ enum Bench {
         base_mb: usize,
         #[arg(long, default_value_t = 5)]
         layer_mb: usize,
+    },
+    /// Builds a catalog of PACKAGES × BUNDLES and times load + validate + write, and adding
+    /// one bundle to it (plus the fixtures' community catalog when given).
+    Catalog {
+        #[arg(long, default_value_t = 100)]
+        packages: usize,
+        #[arg(long, default_value_t = 10)]
+        bundles: usize,
+        /// The shared fixtures directory, to time the real community catalog too.
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
     },
     /// Fills the configured (empty) store with finished requests, for API benchmarks.
     Seed {
@@ -311,6 +336,15 @@ async fn run() -> Result<()> {
                     output,
                 },
         } => iib::catalog_cli::rm(&catalog, &packages, output),
+        Command::Catalog {
+            catalog:
+                CatalogCommand::Migrate {
+                    index_db,
+                    out,
+                    migrate_level,
+                    output,
+                },
+        } => iib::catalog_cli::migrate(&index_db, &out, migrate_level, output).await,
         Command::Bench {
             bench:
                 Bench::Rebuild {
@@ -326,6 +360,14 @@ async fn run() -> Result<()> {
                     layer_mb,
                 },
         } => iib::bench::registry(&registry, base_mb, layer_mb).await,
+        Command::Bench {
+            bench:
+                Bench::Catalog {
+                    packages,
+                    bundles,
+                    fixtures,
+                },
+        } => iib::bench::catalog(packages, bundles, fixtures),
         Command::Bench {
             bench: Bench::Seed { requests },
         } => {

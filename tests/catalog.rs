@@ -98,7 +98,8 @@ fn every_complete_community_package_is_valid() {
 type Entry<'a> = (&'a str, &'a str, &'a [&'a str]);
 
 /// A one-package catalog: `entries` per channel as (name, replaces, skips); bundles for
-/// every entry name unless listed in `without_bundles`.
+/// every entry name unless listed in `without_bundles`, each with its own version (opm
+/// reports bundles sharing a version).
 fn catalog(
     default_channel: &str,
     channels: &[(&str, &[Entry])],
@@ -124,12 +125,13 @@ fn catalog(
             entries.join(",")
         ));
     }
-    for name in names
+    for (i, name) in names
         .iter()
-        .filter(|n| !without_bundles.contains(&n.as_str()))
+        .enumerate()
+        .filter(|(_, n)| !without_bundles.contains(&n.as_str()))
     {
         out.push_str(&format!(
-            r#"{{"schema":"olm.bundle","package":"demo","name":"{name}","image":"quay.io/demo/bundle:{name}","properties":[{{"type":"olm.package","value":{{"packageName":"demo","version":"1.0.0"}}}}]}}"#
+            r#"{{"schema":"olm.bundle","package":"demo","name":"{name}","image":"quay.io/demo/bundle:{name}","properties":[{{"type":"olm.package","value":{{"packageName":"demo","version":"1.{i}.0"}}}}]}}"#
         ));
     }
     out
@@ -140,9 +142,10 @@ fn problems(text: &str) -> ValidationError {
     validate(&config).unwrap_err()
 }
 
+/// The model problems opm reports for `text`, one line each with where it is.
 fn invalid(text: &str) -> Vec<String> {
     match problems(text) {
-        ValidationError::Invalid(all) => all,
+        error @ ValidationError::Invalid(_) => error.problems(),
         other => panic!("expected model problems, got {other}"),
     }
 }
@@ -157,6 +160,14 @@ fn graph_problems_are_reported_as_opm_words_them() {
     assert_eq!(
         invalid(&two_heads),
         ["invalid package \"demo\": invalid channel \"stable\": multiple channel heads found in graph: a, b"]
+    );
+    // As `opm validate` prints it.
+    assert_eq!(
+        problems(&two_heads).to_string(),
+        "invalid index:\n\
+         └── invalid package \"demo\":\n\
+         \x20   └── invalid channel \"stable\":\n\
+         \x20       └── multiple channel heads found in graph: a, b"
     );
     let cycle = catalog(
         "stable",
@@ -200,10 +211,26 @@ fn package_and_channel_problems_are_reported() {
         invalid(&missing_default),
         ["invalid package \"demo\": invalid channel \"fast\": channel must contain at least one bundle"]
     );
+    // A default channel naming no channel becomes an empty channel of that name.
     let no_channel = r#"{"schema":"olm.package","name":"demo","defaultChannel":"stable"}"#;
     assert_eq!(
         invalid(no_channel),
-        ["invalid package \"demo\": package must contain at least one channel"]
+        ["invalid package \"demo\": invalid channel \"stable\": channel must contain at least one bundle"]
+    );
+    let nothing = r#"{"schema":"olm.package","name":"demo","defaultChannel":""}"#;
+    assert_eq!(
+        invalid(nothing),
+        [
+            "invalid package \"demo\": default channel must be set",
+            "invalid package \"demo\": package must contain at least one channel"
+        ]
+    );
+    assert_eq!(
+        problems(nothing).to_string(),
+        "invalid index:\n\
+         └── invalid package \"demo\":\n\
+         \x20   ├── default channel must be set\n\
+         \x20   └── package must contain at least one channel"
     );
 }
 
@@ -405,4 +432,297 @@ fn every_community_package_is_written_back_byte_for_byte_as_opm_wrote_it() {
         identical += 1;
     }
     assert_eq!(identical, 28);
+}
+
+/// ~500 random one-package catalogs with sound upgrade graphs (1–12 bundles over 1–3
+/// channels; replaces chains whose gaps are skipped; tails that replace missing bundles;
+/// skipRanges) validate; each with ONE random corruption then fails, naming the package and
+/// the channel or bundle at fault wherever opm's message names them.
+#[test]
+fn random_sound_catalogs_validate_and_each_corruption_is_reported() {
+    use iib::catalog::declcfg::{Bundle, Channel, ChannelEntry, DeclarativeConfig, Package};
+    use serde_json::json;
+
+    /// xorshift64*: deterministic, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn chance(&mut self, one_in: usize) -> bool {
+            self.below(one_in) == 0
+        }
+    }
+
+    fn bundle(name: &str, version: &str) -> Bundle {
+        serde_json::from_value(json!({
+            "schema": "olm.bundle", "package": "demo", "name": name,
+            "image": format!("quay.io/demo/bundle:v{version}"),
+            "properties": [{"type": "olm.package",
+                            "value": {"packageName": "demo", "version": version}}]
+        }))
+        .unwrap()
+    }
+
+    fn entry(name: &str, replaces: &str, skips: &[String]) -> ChannelEntry {
+        ChannelEntry {
+            name: name.to_string(),
+            replaces: replaces.to_string(),
+            skips: skips.to_vec(),
+            skip_range: String::new(),
+        }
+    }
+
+    /// A sound channel over `members` (ascending versions): a replaces chain through some of
+    /// them, the others skipped by the next bundle on the chain.
+    fn sound_channel(rng: &mut Rng, name: &str, members: &[usize]) -> Channel {
+        let names: Vec<String> = members.iter().map(|i| format!("demo.v1.{i}.0")).collect();
+        let mut entries = Vec::new();
+        let mut previous_on_chain: Option<usize> = None;
+        let mut gap: Vec<String> = Vec::new();
+        for (at, name) in names.iter().enumerate() {
+            let on_chain = at == 0 || at + 1 == names.len() || !rng.chance(4);
+            if !on_chain {
+                // Skipped bundles may replace anything older: that edge does not count.
+                let replaces = if rng.chance(2) { &names[at - 1] } else { "" };
+                entries.push(entry(name, replaces, &[]));
+                gap.push(name.clone());
+                continue;
+            }
+            let replaces = match previous_on_chain {
+                Some(p) => names[p].clone(),
+                // The tail may replace a bundle that is not there.
+                None if rng.chance(3) => "demo.v0.1.0".to_string(),
+                None => String::new(),
+            };
+            let mut e = entry(name, &replaces, &std::mem::take(&mut gap));
+            if rng.chance(3) {
+                e.skip_range = format!(">=1.0.0 <1.{}.0", members[at]);
+            }
+            entries.push(e);
+            previous_on_chain = Some(at);
+        }
+        // opm does not care about entry order.
+        for i in (1..entries.len()).rev() {
+            entries.swap(i, rng.below(i + 1));
+        }
+        Channel {
+            schema: "olm.channel".into(),
+            name: name.into(),
+            package: "demo".into(),
+            entries,
+            properties: Vec::new(),
+        }
+    }
+
+    fn sound_catalog(rng: &mut Rng) -> DeclarativeConfig {
+        let bundles = 1 + rng.below(12);
+        let channel_names = ["alpha", "beta", "stable"];
+        let channels = 1 + rng.below(3);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); channels];
+        for i in 1..=bundles {
+            members[rng.below(channels)].push(i);
+            for m in members.iter_mut() {
+                if m.last() != Some(&i) && rng.chance(3) {
+                    m.push(i);
+                }
+            }
+        }
+        for m in members.iter_mut() {
+            if m.is_empty() {
+                m.push(1 + rng.below(bundles));
+            }
+        }
+        let default_channel = channel_names[rng.below(channels)];
+        let package: Package = serde_json::from_value(json!({
+            "schema": "olm.package", "name": "demo", "defaultChannel": default_channel
+        }))
+        .unwrap();
+        DeclarativeConfig {
+            packages: vec![package],
+            channels: (0..channels)
+                .map(|c| sound_channel(rng, channel_names[c], &members[c]))
+                .collect(),
+            bundles: (1..=bundles)
+                .map(|i| bundle(&format!("demo.v1.{i}.0"), &format!("1.{i}.0")))
+                .collect(),
+            ..DeclarativeConfig::default()
+        }
+    }
+
+    /// The chain of a sound channel from its head down (entries replaced in turn).
+    fn on_chain(channel: &Channel) -> Vec<usize> {
+        let replaced: std::collections::HashSet<&str> = channel
+            .entries
+            .iter()
+            .flat_map(|e| {
+                std::iter::once(e.replaces.as_str()).chain(e.skips.iter().map(String::as_str))
+            })
+            .collect();
+        let mut at = channel
+            .entries
+            .iter()
+            .position(|e| !replaced.contains(e.name.as_str()))
+            .unwrap();
+        let mut chain = vec![at];
+        while let Some(next) = channel
+            .entries
+            .iter()
+            .position(|e| e.name == channel.entries[at].replaces)
+        {
+            chain.push(next);
+            at = next;
+        }
+        chain
+    }
+
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut seen = [0usize; 12];
+    for case in 0..500 {
+        let mut config = sound_catalog(&mut rng);
+        assert_eq!(validate(&config), Ok(()), "case {case}: {config:#?}");
+
+        let c = rng.below(config.channels.len());
+        let channel_name = config.channels[c].name.clone();
+        let e = rng.below(config.channels[c].entries.len());
+        let entry_name = config.channels[c].entries[e].name.clone();
+        let b = rng.below(config.bundles.len());
+        let bundle_name = config.bundles[b].name.clone();
+        let last_channel = c + 1 == config.channels.len();
+        let kind = rng.below(12);
+        seen[kind] += 1;
+        // What one line of the report must name (opm's words name no more than this).
+        let names: Vec<String> = match kind {
+            0 => {
+                config.packages[0].default_channel.clear();
+                vec![r#"package "demo""#.into()]
+            }
+            1 => {
+                config.packages[0].default_channel = "missing".into();
+                vec![r#"package "demo""#.into(), r#"channel "missing""#.into()]
+            }
+            2 => {
+                // The tail of the chain replaces the bundle above it (or itself).
+                let chain = on_chain(&config.channels[c]);
+                let tail = *chain.last().unwrap();
+                let above = chain[chain.len().saturating_sub(2)];
+                let target = config.channels[c].entries[above].name.clone();
+                config.channels[c].entries[tail].replaces = target;
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("channel {channel_name:?}"),
+                ]
+            }
+            3 => {
+                config.channels[c]
+                    .entries
+                    .push(entry("demo.v2.0.0", "", &[]));
+                config.bundles.push(bundle("demo.v2.0.0", "2.0.0"));
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("channel {channel_name:?}"),
+                    "demo.v2.0.0".into(),
+                ]
+            }
+            4 => {
+                // `demo.v2.0.2` is skipped by the head and replaces `demo.v2.0.1`, which
+                // nothing on the chain reaches.
+                let head = on_chain(&config.channels[c])[0];
+                let entries = &mut config.channels[c].entries;
+                entries[head].skips.push("demo.v2.0.2".into());
+                entries.push(entry("demo.v2.0.1", "", &[]));
+                entries.push(entry("demo.v2.0.2", "demo.v2.0.1", &[]));
+                config.bundles.push(bundle("demo.v2.0.1", "2.0.1"));
+                config.bundles.push(bundle("demo.v2.0.2", "2.0.2"));
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("channel {channel_name:?}"),
+                    "stranded bundles: demo.v2.0.1".into(),
+                ]
+            }
+            5 => {
+                let copy = config.bundles[b].clone();
+                config.bundles.push(copy);
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("bundle {bundle_name:?}"),
+                ]
+            }
+            6 => {
+                config.channels[c]
+                    .entries
+                    .push(entry("demo.ghost", &entry_name, &[]));
+                // Only the last channel of a package is checked before validation.
+                let mut names = vec![r#"package "demo""#.to_string(), "demo.ghost".into()];
+                if !last_channel {
+                    names.push(format!("channel {channel_name:?}"));
+                }
+                names
+            }
+            7 => {
+                config.channels[c].entries[e].skips.push(String::new());
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("channel {channel_name:?}"),
+                    format!("bundle {entry_name:?}"),
+                    "is empty".into(),
+                ]
+            }
+            8 => {
+                config.channels[c].entries[e].skip_range = ">=1.0.0 <<2".into();
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("channel {channel_name:?}"),
+                    format!("bundle {entry_name:?}"),
+                    r#"Could not parse comparator "<<" in "<<2""#.into(),
+                ]
+            }
+            9 => {
+                config.bundles[b].image = "UPPER/Case:tag".into();
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("bundle {bundle_name:?}"),
+                    "repository name must be lowercase".into(),
+                ]
+            }
+            10 => {
+                config.bundles[b].properties[0].value["version"] = json!("1.0");
+                // opm names the bundle here, not its package.
+                vec![
+                    format!("bundle {bundle_name:?}"),
+                    r#"version "1.0": No Major.Minor.Patch elements found"#.into(),
+                ]
+            }
+            _ => {
+                let second = config.bundles[b].properties[0].clone();
+                config.bundles[b].properties.push(second);
+                vec![
+                    r#"package "demo""#.into(),
+                    format!("bundle {bundle_name:?}"),
+                    "found 2".into(),
+                ]
+            }
+        };
+        let error = validate(&config).expect_err(&format!("case {case}, corruption {kind}"));
+        let text = error.to_string();
+        assert!(
+            error
+                .problems()
+                .iter()
+                .any(|line| names.iter().all(|n| line.contains(n.as_str()))),
+            "case {case}, corruption {kind}: no line names all of {names:?} in:\n{text}"
+        );
+        // The printed text is opm's: a tree for model problems, one line otherwise.
+        match &error {
+            ValidationError::Invalid(_) => assert!(text.starts_with("invalid index:\n"), "{text}"),
+            ValidationError::Conversion(message) => assert_eq!(&text, message),
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 20), "{seen:?}");
 }

@@ -231,7 +231,7 @@ async fn serve_runs_on_the_embedded_default_and_shuts_down_on_sigterm() {
 }
 
 #[test]
-fn catalog_validate_exits_1_with_a_line_per_problem() {
+fn catalog_validate_exits_1_with_opms_tree_of_problems() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("catalog.json"),
@@ -248,7 +248,7 @@ fn catalog_validate_exits_1_with_a_line_per_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
-        "invalid index:\ninvalid package \"demo\": invalid channel \"stable\": multiple channel heads found in graph: a, b\n"
+        "invalid index:\n└── invalid package \"demo\":\n    └── invalid channel \"stable\":\n        └── multiple channel heads found in graph: a, b\n"
     );
     std::fs::write(
         dir.path().join("catalog.json"),

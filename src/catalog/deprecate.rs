@@ -310,8 +310,10 @@ entries:
     fn with_bundles(graph: &str, names: &[&str]) -> DeclarativeConfig {
         let mut text = graph.to_string();
         for name in names {
+            // demo.vN is version N.0.0.
+            let version = name.trim_start_matches("demo.v");
             text.push_str(&format!(
-                "---\nschema: olm.bundle\npackage: demo\nname: {name}\nimage: registry.example/demo:{name}\nproperties:\n- type: olm.package\n  value: {{packageName: demo, version: 1.0.0}}\n"
+                "---\nschema: olm.bundle\npackage: demo\nname: {name}\nimage: registry.example/demo:{name}\nproperties:\n- type: olm.package\n  value: {{packageName: demo, version: {version}.0.0}}\n"
             ));
         }
         catalog(&text)

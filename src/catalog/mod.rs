@@ -12,6 +12,7 @@ pub mod load;
 pub mod merge;
 pub mod model;
 pub mod render;
+pub mod sqlite_index;
 pub mod version;
 pub mod write;
 pub mod yaml;
