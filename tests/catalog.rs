@@ -726,3 +726,168 @@ fn random_sound_catalogs_validate_and_each_corruption_is_reported() {
     }
     assert!(seen.iter().all(|&n| n > 20), "{seen:?}");
 }
+
+/// A deterministic mutation source for the loader fuzzing below.
+struct Mutator(u64);
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// Flips, inserts, deletes or duplicates a few bytes.
+    fn mutate(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = input.to_vec();
+        for _ in 0..1 + self.below(8) {
+            let at = self.below(out.len() + 1);
+            match self.below(5) {
+                0 if at < out.len() => out[at] = self.next() as u8,
+                1 => out.insert(at, b"{}[]:-&*!|>'\"#%@,\n\t "[self.below(20)]),
+                2 if at < out.len() => {
+                    out.remove(at);
+                }
+                3 => {
+                    let end = (at + self.below(64)).min(out.len());
+                    let chunk = out[at..end].to_vec();
+                    out.splice(at..at, chunk);
+                }
+                _ => out.truncate(at),
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn mutated_catalogs_never_panic_the_loader_or_the_validator() {
+    use iib::catalog::model::validate;
+    let Some(fixtures) = fixtures() else {
+        panic!("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory");
+    };
+    let yaml = std::fs::read(fixtures.join("community-operators/kube-green/catalog.yaml")).unwrap();
+    let config = load_files([("catalog.yaml", yaml.as_slice())]).unwrap();
+    let json =
+        iib::catalog::write::to_string(&config, iib::catalog::write::Format::Json).into_bytes();
+    // Small inputs mutate into more interesting shapes than 100 kB ones.
+    let small_yaml: Vec<u8> = yaml.iter().copied().take(3000).collect();
+    let mut mutator = Mutator(0x2545_f491_4f6c_dd1d);
+    let mut loaded = 0;
+    for case in 0..3000 {
+        let (name, base) = match case % 3 {
+            0 => ("catalog.yaml", &small_yaml),
+            1 => ("catalog.json", &json),
+            _ => ("catalog.yaml", &yaml),
+        };
+        let input = mutator.mutate(base);
+        // Whatever the bytes, loading and validating return; they never panic.
+        if let Ok(config) = load_files([(name, input.as_slice())]) {
+            loaded += 1;
+            let _ = validate(&config);
+            let _ = iib::catalog::write::to_string(&config, iib::catalog::write::Format::Yaml);
+        }
+    }
+    assert!(
+        loaded > 100,
+        "the mutations should keep some inputs loadable ({loaded})"
+    );
+}
+
+#[test]
+fn yaml_alias_bombs_and_deep_nesting_are_refused_quickly() {
+    // The billion laughs: nine levels of nine aliases.
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (level, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+    {
+        bomb.push_str(&format!("{level}: &{level} [*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous}]\n"));
+    }
+    bomb.push_str("schema: olm.package\nname: bomb\n");
+    let started = std::time::Instant::now();
+    let result = load_files([("catalog.yaml", bomb.as_bytes())]);
+    assert!(result.is_err(), "a billion laughs must not load");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    let deep_yaml = format!(
+        "schema: olm.package\nname: deep\nx: {}1{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert!(load_files([("catalog.yaml", deep_yaml.as_bytes())]).is_err());
+    let deep_json = format!(
+        "{{\"schema\":\"olm.package\",\"name\":\"deep\",\"x\":{}1{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert!(load_files([("catalog.json", deep_json.as_bytes())]).is_err());
+}
+
+#[test]
+fn json_is_written_in_opms_field_order_and_layout_and_reads_back_the_same() {
+    use iib::catalog::write::{to_string, Format};
+    let text = r#"{"schema":"olm.bundle","package":"demo","name":"demo.v1","image":"q.io/demo@sha256:1","properties":[{"type":"olm.package","value":{"version":"1.0.0","packageName":"demo"}}],"relatedImages":[{"image":"q.io/x:1","name":"x"}]}
+{"schema":"olm.channel","package":"demo","name":"stable","entries":[{"skipRange":"<1.0.0","name":"demo.v1"}]}
+{"name":"demo","schema":"olm.package","defaultChannel":"stable","description":"a <b> & c"}"#;
+    let config = load_files([("c.json", text.as_bytes())]).unwrap();
+    // Go's encoder: struct field order, 4-space indents, no HTML escaping, one value per line
+    // run with no separator, map keys (property values) sorted.
+    let want = r#"{
+    "schema": "olm.package",
+    "name": "demo",
+    "defaultChannel": "stable",
+    "description": "a <b> & c"
+}
+{
+    "schema": "olm.channel",
+    "name": "stable",
+    "package": "demo",
+    "entries": [
+        {
+            "name": "demo.v1",
+            "skipRange": "<1.0.0"
+        }
+    ]
+}
+{
+    "schema": "olm.bundle",
+    "name": "demo.v1",
+    "package": "demo",
+    "image": "q.io/demo@sha256:1",
+    "properties": [
+        {
+            "type": "olm.package",
+            "value": {
+                "packageName": "demo",
+                "version": "1.0.0"
+            }
+        }
+    ],
+    "relatedImages": [
+        {
+            "name": "x",
+            "image": "q.io/x:1"
+        }
+    ]
+}
+"#;
+    assert_eq!(to_string(&config, Format::Json), want);
+
+    let Some(fixtures) = fixtures() else {
+        panic!("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory");
+    };
+    let dir = fixtures.join("catalogs/community-v4.18/kube-green");
+    let config = load_dir(&dir).unwrap();
+    let json = to_string(&config, Format::Json);
+    let back = load_files([("catalog.json", json.as_bytes())]).unwrap();
+    assert_eq!(back, config);
+    assert_eq!(
+        to_string(&back, Format::Yaml),
+        std::fs::read_to_string(dir.join("catalog.yaml")).unwrap()
+    );
+}

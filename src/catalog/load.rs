@@ -29,6 +29,52 @@ fn is_catalog_file(path: &str) -> bool {
         && (name.ends_with(".json") || name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
+/// How deep `[`/`{` may nest in a YAML file (catalogs need a handful of levels).
+const MAX_FLOW_NESTING: usize = 1000;
+
+/// Whether flow collections in YAML text nest deeper than `limit`, counting brackets outside
+/// quoted strings and comments (an over-estimate in plain scalars, which is fine for a guard).
+fn flow_nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut previous = b'\n';
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' if previous.is_ascii_whitespace() => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'\'' if !previous.is_ascii_alphanumeric() => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = b;
+        i += 1;
+    }
+    false
+}
+
 /// The blobs of one file.
 fn blobs(path: &str, bytes: &[u8]) -> Result<Vec<Value>, LoadError> {
     let parse = |reason: String| LoadError::Parse {
@@ -41,6 +87,13 @@ fn blobs(path: &str, bytes: &[u8]) -> Result<Vec<Value>, LoadError> {
             out.push(value.map_err(|e| parse(e.to_string()))?);
         }
     } else {
+        // libyaml reads every event before serde's recursion limit applies, and deep flow
+        // nesting costs it quadratic time: refuse it before parsing.
+        if flow_nesting_exceeds(bytes, MAX_FLOW_NESTING) {
+            return Err(parse(format!(
+                "flow collections nested deeper than {MAX_FLOW_NESTING} levels"
+            )));
+        }
         for document in serde_yaml_ng::Deserializer::from_slice(bytes) {
             let value = Value::deserialize(document).map_err(|e| parse(e.to_string()))?;
             if !value.is_null() {
