@@ -16,3 +16,4 @@ pub mod shutdown;
 pub mod store;
 pub mod streaming;
 pub mod telemetry;
+pub mod workers;

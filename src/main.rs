@@ -439,6 +439,18 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             store.clone(),
             shutdown.clone(),
         ));
+        let settings = iib::workers::settings::WorkerSettings::from_config(config)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if config.flag("IIB_QUEUE_ACTORS") {
+            let client = iib::registry::RegistryClient::new(client_options(config)?)?;
+            tasks.spawn(iib::workers::run(
+                store.clone(),
+                bus.clone(),
+                client,
+                settings,
+                shutdown.clone(),
+            ));
+        }
     }
     if api {
         let addr = config.listen_addr()?;

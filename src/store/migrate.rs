@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_idempotency.sql"),
         postgres: include_str!("../../migrations/postgres/0003_idempotency.sql"),
     },
+    Migration {
+        version: 4,
+        name: "work_queue",
+        sqlite: include_str!("../../migrations/sqlite/0004_work_queue.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_work_queue.sql"),
+    },
 ];
 
 impl Store {

@@ -44,7 +44,7 @@ mod secrets;
 
 pub use events::{NewEvent, RawEvent, StoredEvent};
 pub use idempotency::KeyState;
-pub use read_model::{ListFilter, ListPage, ReadModelRows};
+pub use read_model::{ListFilter, ListPage, ReadModelRows, WorkItem};
 pub use secrets::Secret;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

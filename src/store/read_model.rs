@@ -48,6 +48,7 @@ struct RequestColumns {
     queue: Option<String>,
     claimed_by: Option<String>,
     lease_until: Option<String>,
+    writes_index: Option<String>,
     updated: String,
     record: String,
     verbose: String,
@@ -89,6 +90,7 @@ impl RequestColumns {
             queue: record.queue.clone(),
             claimed_by: record.claimed_by.as_ref().map(|w| w.as_str().to_string()),
             lease_until: record.lease_until.as_ref().map(format_time),
+            writes_index: record.params.overwritten_index().map(str::to_string),
             updated: format_time(&record.current().updated),
             record: json(record),
             verbose: json(&verbose),
@@ -157,16 +159,18 @@ impl ReadModelRows<'_> {
         for chunk in records.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO request_views (id, batch_id, request_type, state, username, from_index, \
-                 index_image, queue, claimed_by, lease_until, updated, record, verbose_json, summary_json) \
+                 index_image, queue, claimed_by, lease_until, writes_index, updated, record, verbose_json, \
+                 summary_json) \
                  VALUES {} ON CONFLICT (id) DO UPDATE SET batch_id = excluded.batch_id, \
                  request_type = excluded.request_type, state = excluded.state, \
                  username = excluded.username, from_index = excluded.from_index, \
                  index_image = excluded.index_image, queue = excluded.queue, \
                  claimed_by = excluded.claimed_by, \
-                 lease_until = excluded.lease_until, updated = excluded.updated, \
+                 lease_until = excluded.lease_until, writes_index = excluded.writes_index, \
+                 updated = excluded.updated, \
                  record = excluded.record, verbose_json = excluded.verbose_json, \
                  summary_json = excluded.summary_json",
-                placeholders(chunk.len(), 14)
+                placeholders(chunk.len(), 15)
             );
             let rows: Vec<RequestColumns> = chunk.iter().map(|r| RequestColumns::of(r)).collect();
             on_tx!(self.tx, conn => {
@@ -183,6 +187,7 @@ impl ReadModelRows<'_> {
                         .bind(&row.queue)
                         .bind(&row.claimed_by)
                         .bind(&row.lease_until)
+                        .bind(&row.writes_index)
                         .bind(&row.updated)
                         .bind(&row.record)
                         .bind(&row.verbose)
@@ -482,5 +487,77 @@ impl Store {
             .await?;
         });
         Ok(())
+    }
+}
+
+/// An unfinished request as the queue actors see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub id: u64,
+    pub claimed_by: Option<String>,
+    pub lease_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub writes_index: Option<String>,
+}
+
+impl WorkItem {
+    /// Whether a worker holds it now.
+    pub fn is_held(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.claimed_by.is_some() && self.lease_until.is_some_and(|l| l > now)
+    }
+}
+
+impl Store {
+    /// The unfinished requests of a queue (`None`: the default queue), oldest first.
+    pub async fn queue_work(&self, queue: Option<&str>, limit: i64) -> Result<Vec<WorkItem>, StoreError> {
+        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = on_pool!(self, pool => {
+            match queue {
+                Some(queue) => sqlx::query_as(
+                    "SELECT id, claimed_by, lease_until, writes_index FROM request_views \
+                     WHERE state = 'in_progress' AND queue = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(queue)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+                None => sqlx::query_as(
+                    "SELECT id, claimed_by, lease_until, writes_index FROM request_views \
+                     WHERE state = 'in_progress' AND queue IS NULL ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+            }
+        });
+        Self::work_items(rows)
+    }
+
+    /// The unfinished requests that overwrite `index` and were submitted before `before`.
+    pub async fn earlier_writers(&self, index: &str, before: u64) -> Result<Vec<WorkItem>, StoreError> {
+        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, claimed_by, lease_until, writes_index FROM request_views \
+                 WHERE writes_index = $1 AND state = 'in_progress' AND id < $2 ORDER BY id",
+            )
+            .bind(index)
+            .bind(before as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        Self::work_items(rows)
+    }
+
+    fn work_items(
+        rows: Vec<(i64, Option<String>, Option<String>, Option<String>)>,
+    ) -> Result<Vec<WorkItem>, StoreError> {
+        rows.into_iter()
+            .map(|(id, claimed_by, lease_until, writes_index)| {
+                Ok(WorkItem {
+                    id: id as u64,
+                    claimed_by,
+                    lease_until: lease_until.as_deref().map(super::parse_time).transpose()?,
+                    writes_index,
+                })
+            })
+            .collect()
     }
 }

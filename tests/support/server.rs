@@ -34,6 +34,8 @@ impl Server {
             // Port 0: the server binds a free port itself and says which on stdout.
             .env("IIB_LISTEN_ADDR", "127.0.0.1:0")
             .env("IIB_LOG_LEVEL", "WARN")
+            // The API tests drive requests' states themselves; worker tests turn them on.
+            .env("IIB_QUEUE_ACTORS", "false")
             .envs(settings)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

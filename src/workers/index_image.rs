@@ -1,0 +1,196 @@
+//! The steps every index request shares: resolving pull specs, reading the catalog of an
+//! index image (file-based, or a legacy SQLite database migrated on the fly), working out the
+//! arches and the binary image, and building and pushing the new index image.
+
+use super::runner::TaskContext;
+use super::tasks::TaskError;
+use crate::catalog::declcfg::DeclarativeConfig;
+use crate::catalog::load::load_files;
+use crate::catalog::render::ObjectsAs;
+use crate::catalog::write::{to_files, Format};
+use crate::registry::build::{layer, ConfigChanges};
+use crate::registry::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
+use crate::registry::unpack::{Limits, Node};
+use crate::registry::Reference;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// IIB's label for the delivery version of an index (`v4.18`).
+pub const DELIVERY_VERSION_LABEL: &str = "com.redhat.index.delivery.version";
+/// IIB's label for the distribution scope of an index (`prod`, `stage`, `dev`).
+pub const DISTRIBUTION_SCOPE_LABEL: &str = "com.redhat.index.delivery.distribution_scope";
+/// Where the catalog goes in the images we build.
+pub const CONFIGS_DIR: &str = "/configs";
+
+pub fn parse(pull_spec: &str) -> Result<Reference, TaskError> {
+    pull_spec
+        .parse()
+        .map_err(|e| TaskError::Failed(format!("The pull specification {pull_spec} is not valid: {e}")))
+}
+
+/// `repository@digest` of a pull spec (IIB's `get_resolved_image`).
+pub async fn resolve(ctx: &TaskContext, pull_spec: &str) -> Result<String, TaskError> {
+    let reference = parse(pull_spec)?;
+    let digest = ctx
+        .client
+        .resolve(&reference)
+        .await
+        .map_err(|e| TaskError::Failed(format!("Failed to resolve the container image {pull_spec}: {e}")))?;
+    Ok(reference.with_digest(digest).to_string())
+}
+
+/// An index image as read: its catalog, labels and arches.
+pub struct IndexContents {
+    pub catalog: DeclarativeConfig,
+    pub labels: BTreeMap<String, String>,
+    pub arches: BTreeSet<String>,
+}
+
+/// Reads the catalog of the index image `pull_spec` (its amd64 image, or the only one).
+pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexContents, TaskError> {
+    let reference = parse(pull_spec)?;
+    let fail = |e: String| TaskError::Failed(format!("Failed to read the index image {pull_spec}: {e}"));
+    let arches: BTreeSet<String> = ctx.client.arches(&reference).await.map_err(|e| fail(e.to_string()))?.into_iter().collect();
+    let image = ctx.client.arch_image(&reference, None).await.map_err(|e| fail(e.to_string()))?;
+    let labels = image.labels();
+    let limits = Limits::default();
+    let catalog = if let Some(configs) = labels.get(CONFIGS_LABEL) {
+        let dir = configs.trim_matches('/').to_string();
+        let tree = ctx
+            .client
+            .read_paths(&reference, Some(&image.arch), &[dir.as_str()], limits)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let prefix = format!("{dir}/");
+        let files: Vec<(String, Vec<u8>)> = tree
+            .nodes
+            .into_iter()
+            .filter_map(|(path, node)| match node {
+                Node::File(bytes) => path.strip_prefix(&prefix).map(|p| (p.to_string(), bytes)),
+                _ => None,
+            })
+            .collect();
+        load_files(files.iter().map(|(p, b)| (p.as_str(), b.as_slice()))).map_err(|e| fail(e.to_string()))?
+    } else if let Some(database) = labels.get(DATABASE_LABEL) {
+        let path = database.trim_start_matches('/').to_string();
+        let tree = ctx
+            .client
+            .read_paths(&reference, Some(&image.arch), &[path.as_str()], limits)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let bytes = tree
+            .file(&path)
+            .ok_or_else(|| fail(format!("it has no {database}")))?;
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        let file = dir.path().join("index.db");
+        std::fs::write(&file, bytes).map_err(|e| fail(e.to_string()))?;
+        crate::catalog::sqlite_index::migrate(&file, ObjectsAs::CsvMetadata)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+    } else {
+        return Err(fail(format!(
+            "it has neither the {CONFIGS_LABEL} label of a file-based catalog nor the {DATABASE_LABEL} label of a SQLite index"
+        )));
+    };
+    Ok(IndexContents { catalog, labels, arches })
+}
+
+/// The arches of a base image.
+pub async fn arches_of(ctx: &TaskContext, pull_spec: &str) -> Result<BTreeSet<String>, TaskError> {
+    let reference = parse(pull_spec)?;
+    Ok(ctx
+        .client
+        .arches(&reference)
+        .await
+        .map_err(|e| TaskError::Failed(format!("Failed to read the arches of {pull_spec}: {e}")))?
+        .into_iter()
+        .collect())
+}
+
+/// The binary image to build on: the request's, else `IIB_BINARY_IMAGE_CONFIG` by
+/// distribution scope and the index's delivery version.
+pub fn binary_image(
+    ctx: &TaskContext,
+    requested: Option<&str>,
+    distribution_scope: &str,
+    delivery_version: Option<&str>,
+) -> Result<String, TaskError> {
+    if let Some(image) = requested {
+        return Ok(image.to_string());
+    }
+    let version = delivery_version.unwrap_or("");
+    ctx.settings
+        .binary_image_config
+        .get(distribution_scope)
+        .and_then(|versions| versions.get(version))
+        .cloned()
+        .ok_or_else(|| {
+            TaskError::Failed(format!(
+                "IIB does not have a configured binary_image for distribution_scope : {distribution_scope} and ocp_version: {version}. Please specify a binary_image value in the request."
+            ))
+        })
+}
+
+/// The new index image: the binary image for each arch with the catalog in `/configs` and
+/// IIB's labels, pushed (an image index) to the request's push target. Returns the pushed
+/// pull spec and its digest form.
+pub async fn build_and_push(
+    ctx: &TaskContext,
+    binary_image: &str,
+    arches: &BTreeSet<String>,
+    catalog: &DeclarativeConfig,
+    mut labels: BTreeMap<String, String>,
+) -> Result<(String, String), TaskError> {
+    let target_spec = ctx.settings.push_target(ctx.id).map_err(TaskError::Failed)?;
+    let target = parse(&target_spec)?;
+    let base = parse(binary_image)?;
+    let files: BTreeMap<String, Vec<u8>> = to_files(catalog, Format::Json)
+        .map_err(|e| TaskError::Failed(e.to_string()))?
+        .into_iter()
+        .map(|(path, text)| (format!("configs/{path}"), text.into_bytes()))
+        .collect();
+    let catalog_layer = layer(&files);
+    labels.insert(CONFIGS_LABEL.into(), CONFIGS_DIR.into());
+    let changes = ConfigChanges {
+        labels,
+        entrypoint: Some(vec!["/bin/opm".into()]),
+        cmd: Some(vec![
+            "serve".into(),
+            CONFIGS_DIR.into(),
+            "--cache-dir=/tmp/cache".into(),
+            "--cache-enforce-integrity=false".into(),
+        ]),
+        env: Vec::new(),
+        working_dir: None,
+        created_by: format!("iib request {}: the index catalog", ctx.id),
+    };
+    let arches: Vec<String> = arches.iter().cloned().collect();
+    let built = ctx
+        .client
+        .build(&base, &target, &arches, &[catalog_layer], &changes, None)
+        .await
+        .map_err(|e| TaskError::Failed(format!("Failed to build the index image on {binary_image}: {e}")))?;
+    let resolved = target.with_digest(built.index).to_string();
+    Ok((target_spec, resolved))
+}
+
+/// Tags the pushed index image with each of `tags` in the push target's repository.
+pub async fn push_tags(ctx: &TaskContext, pushed: &str, tags: &[String]) -> Result<(), TaskError> {
+    let source = parse(pushed)?;
+    for tag in tags {
+        let target = source.with_tag(tag);
+        ctx.client
+            .copy(&source, &target, None)
+            .await
+            .map_err(|e| TaskError::Failed(format!("Failed to push the build tag {tag}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// IIB's `index_image` as recorded: the pushed pull spec, with its registry replaced by
+/// `IIB_INDEX_IMAGE_OUTPUT_REGISTRY` when set.
+pub fn output_pull_spec(ctx: &TaskContext, pushed: &str) -> String {
+    match (&ctx.settings.output_registry, &ctx.settings.registry) {
+        (Some(output), Some(registry)) => pushed.replacen(registry.as_str(), output, 1),
+        _ => pushed.to_string(),
+    }
+}

@@ -1,0 +1,163 @@
+//! What the workers need from the configuration: the queues and how each runs, and IIB's
+//! worker settings for the build steps.
+
+use crate::config::Config;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How one queue runs (from `IIB_QUEUES`, e.g.
+/// `{"serial_queue": {"concurrency": 1, "time_limit_seconds": 3600, "priority": 10}}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Requests run at once; 1 makes a serial queue (one at a time, in submission order).
+    pub concurrency: usize,
+    /// A request running longer fails with a clear reason.
+    pub time_limit_seconds: Option<u64>,
+    /// Higher runs first when workers compete for the machine (the order of polling).
+    pub priority: i32,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            time_limit_seconds: None,
+            priority: 0,
+        }
+    }
+}
+
+/// One queue a worker serves: `None` is the default queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub name: Option<String>,
+    pub settings: QueueSettings,
+}
+
+impl Queue {
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub queues: Vec<Queue>,
+    /// How long a claim lasts without a heartbeat; a dead worker's request is taken over after.
+    pub lease: Duration,
+    /// How many times a request may be claimed (a worker dying each time) before it fails.
+    pub max_attempts: u32,
+    /// IIB's `iib_registry`: where built images are pushed.
+    pub registry: Option<String>,
+    /// IIB's `iib_image_push_template`, e.g. `{registry}/iib-build:{request_id}`.
+    pub push_template: String,
+    /// IIB's `iib_index_image_output_registry`: replaces the registry of the `index_image`
+    /// recorded (the image is still pushed to `registry`).
+    pub output_registry: Option<String>,
+    pub binary_image_config: BTreeMap<String, BTreeMap<String, String>>,
+    pub request_logs_dir: Option<PathBuf>,
+    pub related_bundles_dir: Option<PathBuf>,
+    pub recursive_related_bundles_dir: Option<PathBuf>,
+    pub max_recursive_related_bundles: usize,
+    pub greenwave_url: Option<String>,
+    pub greenwave_config: BTreeMap<String, serde_json::Value>,
+    pub organization_customizations: BTreeMap<String, Vec<serde_json::Value>>,
+    pub required_labels: BTreeMap<String, String>,
+    pub s3_bucket: Option<String>,
+}
+
+/// A queue's settings: `IIB_QUEUES` names it, else a queue whose name says "serial" runs one
+/// request at a time, others two.
+fn queue_settings(all: &BTreeMap<String, QueueSettings>, name: Option<&str>) -> QueueSettings {
+    let key = name.unwrap_or("default");
+    all.get(key).cloned().unwrap_or_else(|| QueueSettings {
+        concurrency: if key.contains("serial") { 1 } else { 2 },
+        ..QueueSettings::default()
+    })
+}
+
+/// A JSON setting as a typed value (empty when unset).
+fn from_json<T: serde::de::DeserializeOwned + Default>(config: &Config, key: &str) -> Result<T, String> {
+    match config.get(key) {
+        Some(value) => serde_json::from_value(value.clone()).map_err(|e| format!("{key}: {e}")),
+        None => Ok(T::default()),
+    }
+}
+
+impl WorkerSettings {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let json = |key: &str| config.get(key).cloned();
+        let queues_config: BTreeMap<String, QueueSettings> = match json("IIB_QUEUES") {
+            Some(value) => serde_json::from_value(value).map_err(|e| format!("IIB_QUEUES: {e}"))?,
+            None => BTreeMap::new(),
+        };
+        // The default queue, and every queue IIB_USER_TO_QUEUE routes to.
+        let mut names: Vec<Option<String>> = vec![None];
+        if let Some(serde_json::Value::Object(map)) = json("IIB_USER_TO_QUEUE") {
+            for queue in map.values().filter_map(|v| v.as_str()) {
+                if !names.contains(&Some(queue.to_string())) {
+                    names.push(Some(queue.to_string()));
+                }
+            }
+        }
+        for name in queues_config.keys() {
+            let name = (name != "default").then(|| name.clone());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let mut queues: Vec<Queue> = names
+            .into_iter()
+            .map(|name| Queue {
+                settings: queue_settings(&queues_config, name.as_deref()),
+                name,
+            })
+            .collect();
+        for queue in &queues {
+            if queue.settings.concurrency == 0 {
+                return Err(format!("IIB_QUEUES: queue {} has concurrency 0", queue.label()));
+            }
+        }
+        queues.sort_by(|a, b| b.settings.priority.cmp(&a.settings.priority));
+        Ok(Self {
+            queues,
+            lease: Duration::from_secs(config.integer("IIB_WORKER_LEASE_SECONDS").unwrap_or(60).max(5) as u64),
+            max_attempts: config.integer("IIB_WORKER_MAX_ATTEMPTS").unwrap_or(3).max(1) as u32,
+            registry: config.text("IIB_REGISTRY").map(str::to_string),
+            push_template: config
+                .text("IIB_IMAGE_PUSH_TEMPLATE")
+                .unwrap_or("{registry}/iib-build:{request_id}")
+                .to_string(),
+            output_registry: config.text("IIB_INDEX_IMAGE_OUTPUT_REGISTRY").map(str::to_string),
+            binary_image_config: from_json(config, "IIB_BINARY_IMAGE_CONFIG")?,
+            request_logs_dir: config.text("IIB_REQUEST_LOGS_DIR").map(PathBuf::from),
+            related_bundles_dir: config.text("IIB_REQUEST_RELATED_BUNDLES_DIR").map(PathBuf::from),
+            recursive_related_bundles_dir: config
+                .text("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
+                .map(PathBuf::from),
+            max_recursive_related_bundles: config
+                .integer("IIB_MAX_RECURSIVE_RELATED_BUNDLES")
+                .unwrap_or(15)
+                .max(0) as usize,
+            greenwave_url: config.text("IIB_GREENWAVE_URL").map(str::to_string),
+            greenwave_config: from_json(config, "IIB_GREENWAVE_CONFIG")?,
+            organization_customizations: from_json(config, "IIB_ORGANIZATION_CUSTOMIZATIONS")?,
+            required_labels: from_json(config, "IIB_REQUIRED_LABELS")?,
+            s3_bucket: config.text("IIB_AWS_S3_BUCKET_NAME").map(str::to_string),
+        })
+    }
+
+    /// The pull spec a request's index image is pushed to.
+    pub fn push_target(&self, request_id: u64) -> Result<String, String> {
+        let registry = self.registry.as_deref().ok_or(
+            "IIB_REGISTRY is not set: the workers do not know where to push built images",
+        )?;
+        Ok(self
+            .push_template
+            .replace("{registry}", registry)
+            .replace("{request_id}", &request_id.to_string()))
+    }
+}

@@ -1,0 +1,33 @@
+//! One task per request type. A task reports progress and facts through its context and
+//! returns the final `state_reason`, or fails with one.
+
+mod index;
+
+use super::runner::TaskContext;
+use iib_aggregates::params::RequestParams;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The request fails with this `state_reason`.
+    #[error("{0}")]
+    Failed(String),
+    /// The worker lost the request (its claim or the store): it stops, someone else finishes.
+    #[error("{0}")]
+    Lost(String),
+}
+
+/// Runs the task of the request's type.
+pub async fn run(ctx: &TaskContext) -> Result<String, TaskError> {
+    match &ctx.params {
+        RequestParams::Add(params) => index::add(ctx, params).await,
+        RequestParams::Rm(params) => index::rm(ctx, params).await,
+        RequestParams::CreateEmptyIndex(params) => index::create_empty_index(ctx, params).await,
+        RequestParams::AddDeprecations(params) => index::add_deprecations(ctx, params).await,
+        RequestParams::FbcOperations(params) => index::fbc_operations(ctx, params).await,
+        RequestParams::MergeIndexImage(params) => index::merge_index_image(ctx, params).await,
+        other => Err(TaskError::Failed(format!(
+            "iib does not build {} requests yet",
+            other.request_type().as_str()
+        ))),
+    }
+}
