@@ -122,6 +122,21 @@ impl BuildFacts {
     }
 
     /// Applies `update` on top of `self`.
+    /// Drops the keys `request_type` may not record (IIB's mutable keys per type).
+    pub fn restrict_to(self, request_type: RequestType) -> BuildFacts {
+        let disallowed = self.disallowed_keys(request_type);
+        if disallowed.is_empty() {
+            return self;
+        }
+        let mut value = serde_json::to_value(&self).expect("facts serialize");
+        if let Some(map) = value.as_object_mut() {
+            for key in disallowed {
+                map.remove(key);
+            }
+        }
+        serde_json::from_value(value).expect("a subset of facts deserializes")
+    }
+
     pub fn merge(&mut self, update: BuildFacts) {
         let BuildFacts {
             arches,

@@ -490,6 +490,9 @@ impl Store {
     }
 }
 
+/// `id, claimed_by, lease_until, writes_index` as queried.
+type WorkRow = (i64, Option<String>, Option<String>, Option<String>);
+
 /// An unfinished request as the queue actors see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkItem {
@@ -508,8 +511,12 @@ impl WorkItem {
 
 impl Store {
     /// The unfinished requests of a queue (`None`: the default queue), oldest first.
-    pub async fn queue_work(&self, queue: Option<&str>, limit: i64) -> Result<Vec<WorkItem>, StoreError> {
-        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = on_pool!(self, pool => {
+    pub async fn queue_work(
+        &self,
+        queue: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<WorkItem>, StoreError> {
+        let rows: Vec<WorkRow> = on_pool!(self, pool => {
             match queue {
                 Some(queue) => sqlx::query_as(
                     "SELECT id, claimed_by, lease_until, writes_index FROM request_views \
@@ -532,8 +539,12 @@ impl Store {
     }
 
     /// The unfinished requests that overwrite `index` and were submitted before `before`.
-    pub async fn earlier_writers(&self, index: &str, before: u64) -> Result<Vec<WorkItem>, StoreError> {
-        let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = on_pool!(self, pool => {
+    pub async fn earlier_writers(
+        &self,
+        index: &str,
+        before: u64,
+    ) -> Result<Vec<WorkItem>, StoreError> {
+        let rows: Vec<WorkRow> = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, claimed_by, lease_until, writes_index FROM request_views \
                  WHERE writes_index = $1 AND state = 'in_progress' AND id < $2 ORDER BY id",
@@ -546,9 +557,7 @@ impl Store {
         Self::work_items(rows)
     }
 
-    fn work_items(
-        rows: Vec<(i64, Option<String>, Option<String>, Option<String>)>,
-    ) -> Result<Vec<WorkItem>, StoreError> {
+    fn work_items(rows: Vec<WorkRow>) -> Result<Vec<WorkItem>, StoreError> {
         rows.into_iter()
             .map(|(id, claimed_by, lease_until, writes_index)| {
                 Ok(WorkItem {

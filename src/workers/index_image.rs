@@ -22,19 +22,21 @@ pub const DISTRIBUTION_SCOPE_LABEL: &str = "com.redhat.index.delivery.distributi
 pub const CONFIGS_DIR: &str = "/configs";
 
 pub fn parse(pull_spec: &str) -> Result<Reference, TaskError> {
-    pull_spec
-        .parse()
-        .map_err(|e| TaskError::Failed(format!("The pull specification {pull_spec} is not valid: {e}")))
+    pull_spec.parse().map_err(|e| {
+        TaskError::Failed(format!(
+            "The pull specification {pull_spec} is not valid: {e}"
+        ))
+    })
 }
 
 /// `repository@digest` of a pull spec (IIB's `get_resolved_image`).
 pub async fn resolve(ctx: &TaskContext, pull_spec: &str) -> Result<String, TaskError> {
     let reference = parse(pull_spec)?;
-    let digest = ctx
-        .client
-        .resolve(&reference)
-        .await
-        .map_err(|e| TaskError::Failed(format!("Failed to resolve the container image {pull_spec}: {e}")))?;
+    let digest = ctx.client.resolve(&reference).await.map_err(|e| {
+        TaskError::Failed(format!(
+            "Failed to resolve the container image {pull_spec}: {e}"
+        ))
+    })?;
     Ok(reference.with_digest(digest).to_string())
 }
 
@@ -48,9 +50,20 @@ pub struct IndexContents {
 /// Reads the catalog of the index image `pull_spec` (its amd64 image, or the only one).
 pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexContents, TaskError> {
     let reference = parse(pull_spec)?;
-    let fail = |e: String| TaskError::Failed(format!("Failed to read the index image {pull_spec}: {e}"));
-    let arches: BTreeSet<String> = ctx.client.arches(&reference).await.map_err(|e| fail(e.to_string()))?.into_iter().collect();
-    let image = ctx.client.arch_image(&reference, None).await.map_err(|e| fail(e.to_string()))?;
+    let fail =
+        |e: String| TaskError::Failed(format!("Failed to read the index image {pull_spec}: {e}"));
+    let arches: BTreeSet<String> = ctx
+        .client
+        .arches(&reference)
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .into_iter()
+        .collect();
+    let image = ctx
+        .client
+        .arch_image(&reference, None)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     let labels = image.labels();
     let limits = Limits::default();
     let catalog = if let Some(configs) = labels.get(CONFIGS_LABEL) {
@@ -69,7 +82,8 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
                 _ => None,
             })
             .collect();
-        load_files(files.iter().map(|(p, b)| (p.as_str(), b.as_slice()))).map_err(|e| fail(e.to_string()))?
+        load_files(files.iter().map(|(p, b)| (p.as_str(), b.as_slice())))
+            .map_err(|e| fail(e.to_string()))?
     } else if let Some(database) = labels.get(DATABASE_LABEL) {
         let path = database.trim_start_matches('/').to_string();
         let tree = ctx
@@ -91,7 +105,11 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
             "it has neither the {CONFIGS_LABEL} label of a file-based catalog nor the {DATABASE_LABEL} label of a SQLite index"
         )));
     };
-    Ok(IndexContents { catalog, labels, arches })
+    Ok(IndexContents {
+        catalog,
+        labels,
+        arches,
+    })
 }
 
 /// The arches of a base image.
@@ -140,7 +158,10 @@ pub async fn build_and_push(
     catalog: &DeclarativeConfig,
     mut labels: BTreeMap<String, String>,
 ) -> Result<(String, String), TaskError> {
-    let target_spec = ctx.settings.push_target(ctx.id).map_err(TaskError::Failed)?;
+    let target_spec = ctx
+        .settings
+        .push_target(ctx.id)
+        .map_err(TaskError::Failed)?;
     let target = parse(&target_spec)?;
     let base = parse(binary_image)?;
     let files: BTreeMap<String, Vec<u8>> = to_files(catalog, Format::Json)
@@ -148,6 +169,9 @@ pub async fn build_and_push(
         .into_iter()
         .map(|(path, text)| (format!("configs/{path}"), text.into_bytes()))
         .collect();
+    let mut files = files;
+    // An opaque whiteout: nothing the binary image may hold under /configs shows through.
+    files.insert("configs/.wh..wh..opq".into(), Vec::new());
     let catalog_layer = layer(&files);
     labels.insert(CONFIGS_LABEL.into(), CONFIGS_DIR.into());
     let changes = ConfigChanges {
@@ -168,7 +192,11 @@ pub async fn build_and_push(
         .client
         .build(&base, &target, &arches, &[catalog_layer], &changes, None)
         .await
-        .map_err(|e| TaskError::Failed(format!("Failed to build the index image on {binary_image}: {e}")))?;
+        .map_err(|e| {
+            TaskError::Failed(format!(
+                "Failed to build the index image on {binary_image}: {e}"
+            ))
+        })?;
     let resolved = target.with_digest(built.index).to_string();
     Ok((target_spec, resolved))
 }

@@ -29,7 +29,12 @@ pub fn worker_id() -> WorkerId {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     hasher.finish() as u32
 }
 
@@ -62,7 +67,12 @@ pub async fn run(
             system.block_on(async move {
                 let mut addresses = Vec::new();
                 for queue in actors_runner.settings.queues.clone() {
-                    let actor = queue_actor::QueueActor::new(queue, actors_runner.clone(), runtime.clone(), Duration::from_millis(500));
+                    let actor = queue_actor::QueueActor::new(
+                        queue,
+                        actors_runner.clone(),
+                        runtime.clone(),
+                        Duration::from_millis(500),
+                    );
                     addresses.push(actix::Actor::start(actor));
                 }
                 // Park until asked to stop (polling a std channel without blocking the system).
@@ -81,7 +91,9 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     // Running requests see the shutdown and hand back their claims: wait for them (bounded).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while runner.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+    while runner.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

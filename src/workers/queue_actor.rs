@@ -20,7 +20,12 @@ pub struct QueueActor {
 }
 
 impl QueueActor {
-    pub fn new(queue: Queue, runner: Arc<Runner>, runtime: tokio::runtime::Handle, tick: Duration) -> Self {
+    pub fn new(
+        queue: Queue,
+        runner: Arc<Runner>,
+        runtime: tokio::runtime::Handle,
+        tick: Duration,
+    ) -> Self {
         Self {
             queue,
             runner,
@@ -56,7 +61,11 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(queue = self.queue.label(), concurrency = self.queue.settings.concurrency, "queue actor started");
+        tracing::info!(
+            queue = self.queue.label(),
+            concurrency = self.queue.settings.concurrency,
+            "queue actor started"
+        );
         ctx.run_interval(self.tick, |_, ctx| ctx.address().do_send(Poll));
         ctx.address().do_send(Poll);
     }
@@ -66,7 +75,11 @@ impl Handler<Poll> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _: Poll, ctx: &mut Self::Context) {
-        let slots = self.queue.settings.concurrency.saturating_sub(self.running.len());
+        let slots = self
+            .queue
+            .settings
+            .concurrency
+            .saturating_sub(self.running.len());
         if self.polling || slots == 0 {
             return;
         }

@@ -19,7 +19,10 @@ impl RequestLog {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let path = dir.join(format!("{request_id}.log"));
-                let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
                 (Some(Arc::new(Mutex::new(file))), Some(path))
             }
             None => (None, None),
@@ -38,7 +41,10 @@ impl RequestLog {
     fn write(&self, level: &str, message: &str) {
         if let Some(file) = &self.file {
             let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S,%3f");
-            let line = format!("{now} iib.workers {level} request {}: {message}\n", self.request_id);
+            let line = format!(
+                "{now} iib.workers {level} request {}: {message}\n",
+                self.request_id
+            );
             if let Ok(mut file) = file.lock() {
                 // A full disk must not fail the build; the process log still has the line.
                 let _ = file.write_all(line.as_bytes());

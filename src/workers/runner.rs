@@ -52,11 +52,16 @@ impl TaskContext {
             )
             .await
             .map(|_| ())
-            .map_err(|e| TaskError::Lost(e.to_string()))
+            .map_err(lost_or_failed)
     }
 
-    /// Facts learned while building (IIB's PATCHed keys).
+    /// Facts learned while building (IIB's PATCHed keys; those the type does not record are
+    /// left out).
     pub async fn facts(&self, facts: BuildFacts) -> Result<(), TaskError> {
+        let facts = facts.restrict_to(self.params.request_type());
+        if facts.is_empty() {
+            return Ok(());
+        }
         self.bus
             .execute(
                 self.request(),
@@ -68,12 +73,30 @@ impl TaskContext {
             )
             .await
             .map(|_| ())
-            .map_err(|e| TaskError::Lost(e.to_string()))
+            .map_err(lost_or_failed)
     }
 
     /// A secret the request was sent with.
     pub fn secret(&self, kind: SecretKind) -> Option<&str> {
-        self.secrets.iter().find(|s| s.kind == kind).map(|s| s.value.as_str())
+        self.secrets
+            .iter()
+            .find(|s| s.kind == kind)
+            .map(|s| s.value.as_str())
+    }
+}
+
+/// A command the aggregate refused means the request cannot go on (it fails with why); a store
+/// or claim problem means this worker lost it (someone else resumes it).
+fn lost_or_failed(error: CommandError) -> TaskError {
+    use iib_aggregates::BuildRequestError as E;
+    match &error {
+        CommandError::Request(E::ClaimedByOther { .. } | E::NotClaimHolder(_) | E::Final(_)) => {
+            TaskError::Lost(error.to_string())
+        }
+        CommandError::Request(_) | CommandError::Batch(_) => {
+            TaskError::Failed(format!("The worker could not record its progress: {error}"))
+        }
+        CommandError::Store(_) => TaskError::Lost(error.to_string()),
     }
 }
 
@@ -122,7 +145,9 @@ impl Runner {
                 continue;
             }
             if let Some(index) = &item.writes_index {
-                if blocked_indexes.contains(index) || self.earlier_writer_pending(index, &item).await? {
+                if blocked_indexes.contains(index)
+                    || self.earlier_writer_pending(index, &item).await?
+                {
                     blocked_indexes.insert(index.clone());
                     if serial {
                         break;
@@ -141,7 +166,11 @@ impl Runner {
         Ok(claimed)
     }
 
-    async fn earlier_writer_pending(&self, index: &str, item: &WorkItem) -> Result<bool, StoreError> {
+    async fn earlier_writer_pending(
+        &self,
+        index: &str,
+        item: &WorkItem,
+    ) -> Result<bool, StoreError> {
         Ok(!self.store.earlier_writers(index, item.id).await?.is_empty())
     }
 
@@ -151,7 +180,8 @@ impl Runner {
             return false;
         };
         let now = Utc::now();
-        let lease = chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::seconds(60));
+        let lease = chrono::Duration::from_std(self.settings.lease)
+            .unwrap_or(chrono::Duration::seconds(60));
         match self
             .bus
             .execute(
@@ -204,7 +234,8 @@ impl Runner {
             Ok(None) => {}
             Err(e) => {
                 log.error(format!("cannot start the request: {e}"));
-                self.release(id, format!("the worker could not start it: {e}")).await;
+                self.release(id, format!("the worker could not start it: {e}"))
+                    .await;
             }
         }
     }
@@ -225,12 +256,20 @@ impl Runner {
             );
             log.error(&reason);
             let _ = self
-                .command(id, BuildRequestCommand::Fail { actor: Actor::Worker(self.worker.clone()), state_reason: reason })
+                .command(
+                    id,
+                    BuildRequestCommand::Fail {
+                        actor: Actor::Worker(self.worker.clone()),
+                        state_reason: reason,
+                    },
+                )
                 .await;
             return Ok(None);
         }
         if attempt > 1 {
-            log.warn(format!("resuming the request (attempt {attempt}): its previous worker stopped"));
+            log.warn(format!(
+                "resuming the request (attempt {attempt}): its previous worker stopped"
+            ));
         }
         let record = self
             .store
@@ -238,7 +277,11 @@ impl Runner {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("request {request} is not in the read model yet"))?;
-        let secrets = self.store.secrets(id, Utc::now()).await.map_err(|e| e.to_string())?;
+        let secrets = self
+            .store
+            .secrets(id, Utc::now())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Some(TaskContext {
             id,
             params: record.params.clone(),
@@ -262,9 +305,17 @@ impl Runner {
                 loop {
                     tokio::time::sleep(every).await;
                     let now = Utc::now();
-                    let lease = chrono::Duration::from_std(runner.settings.lease).unwrap_or(chrono::Duration::seconds(60));
+                    let lease = chrono::Duration::from_std(runner.settings.lease)
+                        .unwrap_or(chrono::Duration::seconds(60));
                     let renewed = runner
-                        .command(id, BuildRequestCommand::RenewClaim { worker: runner.worker.clone(), now, lease_until: now + lease })
+                        .command(
+                            id,
+                            BuildRequestCommand::RenewClaim {
+                                worker: runner.worker.clone(),
+                                now,
+                                lease_until: now + lease,
+                            },
+                        )
                         .await;
                     if let Err(e) = renewed {
                         tracing::warn!(request_id = id, error = %e, "renewing the claim failed");
@@ -294,13 +345,31 @@ impl Runner {
         match outcome {
             Some(Ok(reason)) => {
                 log.info(&reason);
-                if let Err(e) = self.command(id, BuildRequestCommand::Complete { actor, state_reason: reason }).await {
+                if let Err(e) = self
+                    .command(
+                        id,
+                        BuildRequestCommand::Complete {
+                            actor,
+                            state_reason: reason,
+                        },
+                    )
+                    .await
+                {
                     log.error(format!("recording the end failed: {e}"));
                 }
             }
             Some(Err(TaskError::Failed(reason))) => {
                 log.error(&reason);
-                if let Err(e) = self.command(id, BuildRequestCommand::Fail { actor, state_reason: reason }).await {
+                if let Err(e) = self
+                    .command(
+                        id,
+                        BuildRequestCommand::Fail {
+                            actor,
+                            state_reason: reason,
+                        },
+                    )
+                    .await
+                {
                     log.error(format!("recording the failure failed: {e}"));
                 }
             }
@@ -310,14 +379,21 @@ impl Runner {
             }
             None => {
                 log.warn("the worker is shutting down: handing the request back");
-                self.release(id, "the worker shut down; another worker resumes it".into()).await;
+                self.release(id, "the worker shut down; another worker resumes it".into())
+                    .await;
             }
         }
     }
 
     async fn release(&self, id: u64, reason: String) {
         if let Err(e) = self
-            .command(id, BuildRequestCommand::ReleaseClaim { worker: self.worker.clone(), reason })
+            .command(
+                id,
+                BuildRequestCommand::ReleaseClaim {
+                    worker: self.worker.clone(),
+                    reason,
+                },
+            )
             .await
         {
             tracing::warn!(request_id = id, error = %e, "handing the request back failed; its lease will expire");

@@ -80,7 +80,10 @@ fn queue_settings(all: &BTreeMap<String, QueueSettings>, name: Option<&str>) -> 
 }
 
 /// A JSON setting as a typed value (empty when unset).
-fn from_json<T: serde::de::DeserializeOwned + Default>(config: &Config, key: &str) -> Result<T, String> {
+fn from_json<T: serde::de::DeserializeOwned + Default>(
+    config: &Config,
+    key: &str,
+) -> Result<T, String> {
     match config.get(key) {
         Some(value) => serde_json::from_value(value.clone()).map_err(|e| format!("{key}: {e}")),
         None => Ok(T::default()),
@@ -118,23 +121,38 @@ impl WorkerSettings {
             .collect();
         for queue in &queues {
             if queue.settings.concurrency == 0 {
-                return Err(format!("IIB_QUEUES: queue {} has concurrency 0", queue.label()));
+                return Err(format!(
+                    "IIB_QUEUES: queue {} has concurrency 0",
+                    queue.label()
+                ));
             }
         }
-        queues.sort_by(|a, b| b.settings.priority.cmp(&a.settings.priority));
+        queues.sort_by_key(|q| std::cmp::Reverse(q.settings.priority));
         Ok(Self {
             queues,
-            lease: Duration::from_secs(config.integer("IIB_WORKER_LEASE_SECONDS").unwrap_or(60).max(5) as u64),
-            max_attempts: config.integer("IIB_WORKER_MAX_ATTEMPTS").unwrap_or(3).max(1) as u32,
+            lease: Duration::from_secs(
+                config
+                    .integer("IIB_WORKER_LEASE_SECONDS")
+                    .unwrap_or(60)
+                    .max(5) as u64,
+            ),
+            max_attempts: config
+                .integer("IIB_WORKER_MAX_ATTEMPTS")
+                .unwrap_or(3)
+                .max(1) as u32,
             registry: config.text("IIB_REGISTRY").map(str::to_string),
             push_template: config
                 .text("IIB_IMAGE_PUSH_TEMPLATE")
                 .unwrap_or("{registry}/iib-build:{request_id}")
                 .to_string(),
-            output_registry: config.text("IIB_INDEX_IMAGE_OUTPUT_REGISTRY").map(str::to_string),
+            output_registry: config
+                .text("IIB_INDEX_IMAGE_OUTPUT_REGISTRY")
+                .map(str::to_string),
             binary_image_config: from_json(config, "IIB_BINARY_IMAGE_CONFIG")?,
             request_logs_dir: config.text("IIB_REQUEST_LOGS_DIR").map(PathBuf::from),
-            related_bundles_dir: config.text("IIB_REQUEST_RELATED_BUNDLES_DIR").map(PathBuf::from),
+            related_bundles_dir: config
+                .text("IIB_REQUEST_RELATED_BUNDLES_DIR")
+                .map(PathBuf::from),
             recursive_related_bundles_dir: config
                 .text("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
                 .map(PathBuf::from),
@@ -152,9 +170,10 @@ impl WorkerSettings {
 
     /// The pull spec a request's index image is pushed to.
     pub fn push_target(&self, request_id: u64) -> Result<String, String> {
-        let registry = self.registry.as_deref().ok_or(
-            "IIB_REGISTRY is not set: the workers do not know where to push built images",
-        )?;
+        let registry = self
+            .registry
+            .as_deref()
+            .ok_or("IIB_REGISTRY is not set: the workers do not know where to push built images")?;
         Ok(self
             .push_template
             .replace("{registry}", registry)

@@ -117,3 +117,79 @@ pub async fn push_bundle(client: &RegistryClient, reference: &Reference, dir: &P
         .await
         .unwrap();
 }
+
+/// A binary ("opm") image: per arch one layer with `bin/opm`, pushed as an image index.
+pub async fn push_binary_image(client: &RegistryClient, reference: &Reference, arches: &[&str]) {
+    let mut entries = Vec::new();
+    for arch in arches {
+        let files = BTreeMap::from([(
+            "bin/opm".to_string(),
+            format!("#!/bin/sh\necho opm for {arch}\n").into_bytes(),
+        )]);
+        let layer = layer(&files);
+        client
+            .push_blob(reference, &layer.digest, layer.blob.clone(), None)
+            .await
+            .unwrap();
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        });
+        let platform = Platform {
+            architecture: arch.to_string(),
+            os: "linux".into(),
+            variant: None,
+        };
+        let (entry, _) = client
+            .push_arch_image(reference, platform, &config, vec![layer.descriptor()], None)
+            .await
+            .unwrap();
+        entries.push(entry);
+    }
+    client
+        .push_index(reference, reference.tag.as_deref().unwrap(), entries, None)
+        .await
+        .unwrap();
+}
+
+/// An index image holding `catalog` in `/configs`, built on `binary` for `arches`, with the
+/// delivery labels IIB reads.
+pub async fn push_index_image(
+    client: &RegistryClient,
+    binary: &Reference,
+    target: &Reference,
+    arches: &[&str],
+    catalog: &iib::catalog::declcfg::DeclarativeConfig,
+    delivery_version: &str,
+) {
+    use iib::registry::build::ConfigChanges;
+    let files: BTreeMap<String, Vec<u8>> =
+        iib::catalog::write::to_files(catalog, iib::catalog::write::Format::Json)
+            .unwrap()
+            .into_iter()
+            .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))
+            .collect();
+    let changes = ConfigChanges {
+        labels: BTreeMap::from([
+            (
+                "operators.operatorframework.io.index.configs.v1".to_string(),
+                "/configs".to_string(),
+            ),
+            (
+                "com.redhat.index.delivery.version".to_string(),
+                delivery_version.to_string(),
+            ),
+            (
+                "com.redhat.index.delivery.distribution_scope".to_string(),
+                "prod".to_string(),
+            ),
+        ]),
+        ..Default::default()
+    };
+    let arches: Vec<String> = arches.iter().map(|a| a.to_string()).collect();
+    client
+        .build(binary, target, &arches, &[layer(&files)], &changes, None)
+        .await
+        .unwrap();
+}

@@ -5,7 +5,9 @@
 //! what IIB records.
 
 use super::TaskError;
-use crate::catalog::add::{add_bundles, present, remove_packages, remove_packages_with, AddOptions, GraphMode};
+use crate::catalog::add::{
+    add_bundles, present, remove_packages, remove_packages_with, AddOptions, GraphMode,
+};
 use crate::catalog::declcfg::DeclarativeConfig;
 use crate::catalog::deprecate::deprecate_truncate;
 use crate::catalog::model::validate;
@@ -51,7 +53,10 @@ async fn prepare(
         }
         None => (None, None),
     };
-    let index_labels = contents.as_ref().map(|c| c.labels.clone()).unwrap_or_default();
+    let index_labels = contents
+        .as_ref()
+        .map(|c| c.labels.clone())
+        .unwrap_or_default();
     let distribution_scope = requested_scope
         .map(str::to_string)
         .or_else(|| index_labels.get(DISTRIBUTION_SCOPE_LABEL).cloned())
@@ -74,7 +79,9 @@ async fn prepare(
         arches.extend(contents.arches.iter().cloned());
     }
     if arches.is_empty() {
-        return Err(TaskError::Failed("No arches were provided to build the index image".into()));
+        return Err(TaskError::Failed(
+            "No arches were provided to build the index image".into(),
+        ));
     }
     let offered = arches_of(ctx, &binary_image_resolved).await?;
     let missing: Vec<&String> = arches.iter().filter(|a| !offered.contains(*a)).collect();
@@ -103,7 +110,10 @@ async fn prepare(
     if let Some(version) = index_labels.get(DELIVERY_VERSION_LABEL) {
         labels.insert(DELIVERY_VERSION_LABEL.to_string(), version.clone());
     }
-    labels.insert(DISTRIBUTION_SCOPE_LABEL.to_string(), distribution_scope.clone());
+    labels.insert(
+        DISTRIBUTION_SCOPE_LABEL.to_string(),
+        distribution_scope.clone(),
+    );
     Ok(Prepared {
         contents,
         from_index_resolved,
@@ -122,10 +132,17 @@ async fn finish(
     build_tags: &[String],
     overwrite: Option<(&str, SecretKind)>,
 ) -> Result<(), TaskError> {
-    validate(catalog).map_err(|e| TaskError::Failed(format!("Failed to validate the content of the index:\n{e}")))?;
+    validate(catalog).map_err(|e| {
+        TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
+    })?;
     ctx.progress(format!(
         "Building the index image for the following arches: {}",
-        prepared.arches.iter().cloned().collect::<Vec<_>>().join(", ")
+        prepared
+            .arches
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
     .await?;
     let (pushed, pushed_resolved) = build_and_push(
@@ -136,7 +153,9 @@ async fn finish(
         prepared.labels.clone(),
     )
     .await?;
-    ctx.log.info(format!("Pushed the index image {pushed} ({pushed_resolved})"));
+    ctx.log.info(format!(
+        "Pushed the index image {pushed} ({pushed_resolved})"
+    ));
     if !build_tags.is_empty() {
         index_image::push_tags(ctx, &pushed, build_tags).await?;
     }
@@ -148,14 +167,19 @@ async fn finish(
         ..BuildFacts::default()
     };
     if let Some((index, kind)) = overwrite {
-        ctx.progress(format!("Overwriting the index image {index}")).await?;
-        let credentials = ctx.secret(kind).and_then(Credentials::from_user_colon_secret);
+        ctx.progress(format!("Overwriting the index image {index}"))
+            .await?;
+        let credentials = ctx
+            .secret(kind)
+            .and_then(Credentials::from_user_colon_secret);
         let target = parse(index)?;
         let (digest, _) = ctx
             .client
             .copy(&parse(&pushed)?, &target, credentials.as_ref())
             .await
-            .map_err(|e| TaskError::Failed(format!("Failed to overwrite the index image {index}: {e}")))?;
+            .map_err(|e| {
+                TaskError::Failed(format!("Failed to overwrite the index image {index}: {e}"))
+            })?;
         facts.index_image = Some(index.to_string());
         facts.index_image_resolved = Some(target.with_digest(digest).to_string());
     }
@@ -163,22 +187,28 @@ async fn finish(
 }
 
 fn catalog_of(prepared: &Prepared) -> DeclarativeConfig {
-    prepared.contents.as_ref().map(|c| c.catalog.clone()).unwrap_or_default()
+    prepared
+        .contents
+        .as_ref()
+        .map(|c| c.catalog.clone())
+        .unwrap_or_default()
 }
 
 /// Renders bundle images (resolved pull specs) for the engine.
-async fn render_bundles(ctx: &TaskContext, resolved: &[String]) -> Result<Vec<RenderedBundle>, TaskError> {
+async fn render_bundles(
+    ctx: &TaskContext,
+    resolved: &[String],
+) -> Result<Vec<RenderedBundle>, TaskError> {
     let mut rendered = Vec::with_capacity(resolved.len());
     for pull_spec in resolved {
         let reference = parse(pull_spec)?;
-        let image = ctx
-            .client
-            .bundle_image(&reference)
-            .await
-            .map_err(|e| TaskError::Failed(format!("Failed to read the bundle image {pull_spec}: {e}")))?;
+        let image = ctx.client.bundle_image(&reference).await.map_err(|e| {
+            TaskError::Failed(format!("Failed to read the bundle image {pull_spec}: {e}"))
+        })?;
         rendered.push(
-            render_bundle(image.file_refs(), pull_spec, ObjectsAs::CsvMetadata)
-                .map_err(|e| TaskError::Failed(format!("Failed to render the bundle {pull_spec}: {e}")))?,
+            render_bundle(image.file_refs(), pull_spec, ObjectsAs::CsvMetadata).map_err(|e| {
+                TaskError::Failed(format!("Failed to render the bundle {pull_spec}: {e}"))
+            })?,
         );
     }
     Ok(rendered)
@@ -226,12 +256,21 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
     })
     .await?;
     // Bundles already in the index are left out, as IIB does.
-    let already: BTreeSet<String> = present(&catalog, &rendered).iter().map(|b| b.bundle.image.clone()).collect();
+    let already: BTreeSet<String> = present(&catalog, &rendered)
+        .iter()
+        .map(|b| b.bundle.image.clone())
+        .collect();
     for image in &already {
-        ctx.log.info(format!("The bundle {image} is already in the index image; skipping it"));
+        ctx.log.info(format!(
+            "The bundle {image} is already in the index image; skipping it"
+        ));
     }
-    let missing: Vec<RenderedBundle> = rendered.into_iter().filter(|b| !already.contains(&b.bundle.image)).collect();
-    ctx.progress("Adding the bundles to the index image").await?;
+    let missing: Vec<RenderedBundle> = rendered
+        .into_iter()
+        .filter(|b| !already.contains(&b.bundle.image))
+        .collect();
+    ctx.progress("Adding the bundles to the index image")
+        .await?;
     let report = add_bundles(
         &mut catalog,
         missing,
@@ -245,7 +284,8 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         ctx.log.info(line);
     }
     if !params.deprecation_list.is_empty() {
-        ctx.progress("Deprecating bundles in the deprecation list").await?;
+        ctx.progress("Deprecating bundles in the deprecation list")
+            .await?;
         let mut images = Vec::new();
         for bundle in &params.deprecation_list {
             images.push(resolve(ctx, bundle).await?);
@@ -272,9 +312,13 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     )
     .await?;
     let mut catalog = catalog_of(&prepared);
-    ctx.progress("Removing the operators from the index image").await?;
-    remove_packages(&mut catalog, &params.operators)
-        .map_err(|e| TaskError::Failed(format!("Failed to remove operators from the index image: {e}")))?;
+    ctx.progress("Removing the operators from the index image")
+        .await?;
+    remove_packages(&mut catalog, &params.operators).map_err(|e| {
+        TaskError::Failed(format!(
+            "Failed to remove operators from the index image: {e}"
+        ))
+    })?;
     let overwrite = params
         .overwrite_from_index
         .then_some(params.from_index.as_deref())
@@ -284,7 +328,10 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     Ok("The operator(s) were successfully removed from the index image".into())
 }
 
-pub async fn create_empty_index(ctx: &TaskContext, params: &CreateEmptyIndexParams) -> Result<String, TaskError> {
+pub async fn create_empty_index(
+    ctx: &TaskContext,
+    params: &CreateEmptyIndexParams,
+) -> Result<String, TaskError> {
     let mut prepared = prepare(
         ctx,
         Some(&params.from_index),
@@ -305,7 +352,10 @@ pub async fn create_empty_index(ctx: &TaskContext, params: &CreateEmptyIndexPara
     Ok("The index image was successfully cleaned and updated.".into())
 }
 
-pub async fn add_deprecations(ctx: &TaskContext, params: &AddDeprecationsParams) -> Result<String, TaskError> {
+pub async fn add_deprecations(
+    ctx: &TaskContext,
+    params: &AddDeprecationsParams,
+) -> Result<String, TaskError> {
     let prepared = prepare(
         ctx,
         Some(&params.from_index),
@@ -315,18 +365,24 @@ pub async fn add_deprecations(ctx: &TaskContext, params: &AddDeprecationsParams)
     )
     .await?;
     let mut catalog = catalog_of(&prepared);
-    ctx.progress("Adding deprecations to the index image").await?;
+    ctx.progress("Adding deprecations to the index image")
+        .await?;
     let schema: serde_json::Value = serde_json::from_str(&params.deprecation_schema)
         .map_err(|e| TaskError::Failed(format!("The deprecation schema is not valid JSON: {e}")))?;
-    crate::catalog::deprecations::set_deprecations(&mut catalog, &params.operator_package, &schema).map_err(engine)?;
-    let overwrite = params
-        .overwrite_from_index
-        .then(|| (params.from_index.as_str(), SecretKind::OverwriteFromIndexToken));
+    crate::catalog::deprecations::set_deprecations(&mut catalog, &params.operator_package, &schema)
+        .map_err(engine)?;
+    let overwrite = params.overwrite_from_index.then_some((
+        params.from_index.as_str(),
+        SecretKind::OverwriteFromIndexToken,
+    ));
     finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
     Ok("The deprecations were successfully added to the index image".into())
 }
 
-pub async fn fbc_operations(ctx: &TaskContext, params: &FbcOperationsParams) -> Result<String, TaskError> {
+pub async fn fbc_operations(
+    ctx: &TaskContext,
+    params: &FbcOperationsParams,
+) -> Result<String, TaskError> {
     let prepared = prepare(
         ctx,
         Some(&params.from_index),
@@ -338,26 +394,38 @@ pub async fn fbc_operations(ctx: &TaskContext, params: &FbcOperationsParams) -> 
     let mut catalog = catalog_of(&prepared);
     let mut resolved_fragments = Vec::new();
     for fragment in &params.fbc_fragments {
-        ctx.progress(format!("Adding the FBC fragment {fragment} to the index image")).await?;
+        ctx.progress(format!(
+            "Adding the FBC fragment {fragment} to the index image"
+        ))
+        .await?;
         let resolved = resolve(ctx, fragment).await?;
         let contents = read_index(ctx, &resolved).await?;
-        crate::catalog::fragment::add_fragment(&mut catalog, contents.catalog, fragment).map_err(engine)?;
+        crate::catalog::fragment::add_fragment(&mut catalog, contents.catalog, fragment)
+            .map_err(engine)?;
         resolved_fragments.push(resolved);
     }
     ctx.facts(BuildFacts {
-        fbc_fragment_resolved: if params.used_fbc_fragment { resolved_fragments.first().cloned() } else { None },
+        fbc_fragment_resolved: if params.used_fbc_fragment {
+            resolved_fragments.first().cloned()
+        } else {
+            None
+        },
         fbc_fragments_resolved: Some(resolved_fragments),
         ..BuildFacts::default()
     })
     .await?;
-    let overwrite = params
-        .overwrite_from_index
-        .then(|| (params.from_index.as_str(), SecretKind::OverwriteFromIndexToken));
+    let overwrite = params.overwrite_from_index.then_some((
+        params.from_index.as_str(),
+        SecretKind::OverwriteFromIndexToken,
+    ));
     finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
     Ok("The FBC fragment was successfully added in the index image".into())
 }
 
-pub async fn merge_index_image(ctx: &TaskContext, params: &MergeIndexImageParams) -> Result<String, TaskError> {
+pub async fn merge_index_image(
+    ctx: &TaskContext,
+    params: &MergeIndexImageParams,
+) -> Result<String, TaskError> {
     let prepared = prepare(
         ctx,
         Some(&params.source_from_index),
@@ -373,7 +441,8 @@ pub async fn merge_index_image(ctx: &TaskContext, params: &MergeIndexImageParams
         ..BuildFacts::default()
     };
     if let Some(target_index) = &params.target_index {
-        ctx.progress("Adding the bundles missing in the source index image").await?;
+        ctx.progress("Adding the bundles missing in the source index image")
+            .await?;
         let target_resolved = resolve(ctx, target_index).await?;
         let target = read_index(ctx, &target_resolved).await?;
         facts.target_index_resolved = Some(target_resolved);
