@@ -20,6 +20,8 @@ use std::time::Duration;
 pub struct TaskContext {
     pub id: u64,
     pub params: RequestParams,
+    /// The queue the request was routed to (`None`: the default queue).
+    pub queue: Option<String>,
     secrets: Vec<Secret>,
     pub bus: CommandBus,
     pub client: RegistryClient,
@@ -285,6 +287,7 @@ impl Runner {
         Ok(Some(TaskContext {
             id,
             params: record.params.clone(),
+            queue: record.queue.clone(),
             secrets,
             bus: self.bus.clone(),
             client: self.client.clone(),

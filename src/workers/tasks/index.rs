@@ -29,17 +29,42 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Prepared {
     contents: Option<IndexContents>,
     from_index_resolved: Option<String>,
+    binary_image: String,
     binary_image_resolved: String,
     arches: BTreeSet<String>,
+    distribution_scope: String,
     labels: BTreeMap<String, String>,
 }
 
-/// IIB's `prepare_request_for_build`: resolve the images, read the index, work out the arches
-/// (the requested ones and those of `from_index`, all of which the binary image must offer)
-/// and the distribution scope, and record them.
+/// IIB's `_validate_distribution_scope`: a request may narrow the index's scope, never widen it.
+fn distribution_scope(resolved: &str, requested: Option<&str>) -> Result<String, TaskError> {
+    const SCOPES: [&str; 3] = ["dev", "stage", "prod"];
+    let Some(requested) = requested.filter(|r| !r.is_empty()) else {
+        return Ok(resolved.to_string());
+    };
+    let position = |scope: &str| {
+        SCOPES.iter().position(|s| *s == scope).ok_or_else(|| {
+            TaskError::Failed(format!(
+                "The distribution scope {scope:?} is not one of dev, stage, prod"
+            ))
+        })
+    };
+    if position(requested)? > position(resolved)? {
+        return Err(TaskError::Failed(format!(
+            "Cannot set \"distribution_scope\" to {requested} because from index is already set to {resolved}"
+        )));
+    }
+    Ok(requested.to_string())
+}
+
+/// IIB's `prepare_request_for_build`: resolve and read the index (`scope_index` gives the scope,
+/// delivery version and labels; every index in `indexes` adds its arches), choose the binary
+/// image, and work out the arches (the requested ones and the indexes', all of which the
+/// binary image must offer).
 async fn prepare(
     ctx: &TaskContext,
     from_index: Option<&str>,
+    other_indexes: &[&str],
     requested_binary_image: Option<&str>,
     add_arches: &[String],
     requested_scope: Option<&str>,
@@ -57,59 +82,75 @@ async fn prepare(
         .as_ref()
         .map(|c| c.labels.clone())
         .unwrap_or_default();
-    let distribution_scope = requested_scope
-        .map(str::to_string)
-        .or_else(|| index_labels.get(DISTRIBUTION_SCOPE_LABEL).cloned())
-        .unwrap_or_else(|| "prod".to_string())
-        .to_lowercase();
-    if !["prod", "stage", "dev"].contains(&distribution_scope.as_str()) {
-        return Err(TaskError::Failed(format!(
-            "The following distribution scope is not valid: {distribution_scope}"
-        )));
+    let resolved_scope = index_labels
+        .get(DISTRIBUTION_SCOPE_LABEL)
+        .cloned()
+        .unwrap_or_else(|| "prod".to_string());
+    let distribution_scope = distribution_scope(&resolved_scope, requested_scope)?;
+    let ocp_version = index_labels
+        .get(DELIVERY_VERSION_LABEL)
+        .cloned()
+        .unwrap_or_else(|| "v4.5".to_string());
+    let configured = ctx
+        .settings
+        .binary_image_config
+        .get(&distribution_scope)
+        .and_then(|versions| versions.get(&ocp_version))
+        .cloned();
+    match (requested_binary_image, configured.as_deref()) {
+        (Some("scratch"), Some(c)) if c != "scratch" => {
+            return Err(TaskError::Failed(format!(
+                "The index image should not be binaryless for {ocp_version}."
+            )))
+        }
+        (Some(r), Some("scratch")) if r != "scratch" => {
+            return Err(TaskError::Failed(format!(
+                "The index image must be built as a binaryless for {ocp_version}."
+            )))
+        }
+        _ => {}
     }
     let binary_image = binary_image(
         ctx,
         requested_binary_image,
         &distribution_scope,
-        index_labels.get(DELIVERY_VERSION_LABEL).map(String::as_str),
+        Some(&ocp_version),
     )?;
-    let binary_image_resolved = resolve(ctx, &binary_image).await?;
+    if binary_image == "scratch" {
+        return Err(TaskError::Failed(
+            "Binaryless (scratch) index images are not supported by iib yet; give a binary_image"
+                .into(),
+        ));
+    }
     let mut arches: BTreeSet<String> = add_arches.iter().cloned().collect();
     if let Some(contents) = &contents {
         arches.extend(contents.arches.iter().cloned());
+    }
+    for index in other_indexes {
+        let resolved = resolve(ctx, index).await?;
+        arches.extend(arches_of(ctx, &resolved).await?);
     }
     if arches.is_empty() {
         return Err(TaskError::Failed(
             "No arches were provided to build the index image".into(),
         ));
     }
+    let binary_image_resolved = resolve(ctx, &binary_image).await?;
     let offered = arches_of(ctx, &binary_image_resolved).await?;
-    let missing: Vec<&String> = arches.iter().filter(|a| !offered.contains(*a)).collect();
+    let missing: Vec<&str> = arches
+        .iter()
+        .filter(|a| !offered.contains(*a))
+        .map(String::as_str)
+        .collect();
     if !missing.is_empty() {
-        let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
         return Err(TaskError::Failed(format!(
             "The binary image is not available for the following arches: {}",
             missing.join(", ")
         )));
     }
-    ctx.log.info(format!(
-        "Set to build the index image for the following arches: {}",
-        arches.iter().cloned().collect::<Vec<_>>().join(", ")
-    ));
-    ctx.facts(BuildFacts {
-        arches: arches.clone(),
-        binary_image: Some(binary_image.clone()),
-        binary_image_resolved: Some(binary_image_resolved.clone()),
-        distribution_scope: Some(distribution_scope.clone()),
-        from_index_resolved: from_index_resolved.clone(),
-        ..BuildFacts::default()
-    })
-    .await?;
     // The new index keeps the delivery labels of the one it came from.
     let mut labels = BTreeMap::new();
-    if let Some(version) = index_labels.get(DELIVERY_VERSION_LABEL) {
-        labels.insert(DELIVERY_VERSION_LABEL.to_string(), version.clone());
-    }
+    labels.insert(DELIVERY_VERSION_LABEL.to_string(), ocp_version);
     labels.insert(
         DISTRIBUTION_SCOPE_LABEL.to_string(),
         distribution_scope.clone(),
@@ -117,34 +158,65 @@ async fn prepare(
     Ok(Prepared {
         contents,
         from_index_resolved,
+        binary_image,
         binary_image_resolved,
         arches,
+        distribution_scope,
         labels,
     })
 }
 
-/// Builds and pushes the new index, pushes the build tags, overwrites `overwrite` with the
-/// token when asked, and records the index image.
+fn arch_list(arches: &BTreeSet<String>) -> String {
+    arches.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// IIB's "prebuild PATCH": the resolved images and scope, and the state reason saying which
+/// arches are built.
+async fn prebuild(
+    ctx: &TaskContext,
+    prepared: &Prepared,
+    mut facts: BuildFacts,
+) -> Result<(), TaskError> {
+    facts.binary_image = Some(prepared.binary_image.clone());
+    facts.binary_image_resolved = Some(prepared.binary_image_resolved.clone());
+    facts.distribution_scope = Some(prepared.distribution_scope.clone());
+    if facts.from_index_resolved.is_none() {
+        facts.from_index_resolved = prepared.from_index_resolved.clone();
+    }
+    ctx.facts(facts).await?;
+    ctx.progress(format!(
+        "Building the index image for the following arches: {}",
+        arch_list(&prepared.arches)
+    ))
+    .await
+}
+
+/// How the final PATCH records the index image.
+#[derive(PartialEq)]
+enum Record {
+    /// add, rm, fbc-operations, add-deprecations: also the resolved image and the internal copy.
+    Full,
+    /// create-empty-index, merge-index-image: `arches` and `index_image` only.
+    Plain,
+}
+
+/// Builds and pushes the new index (IIB: "Creating the manifest list" unless `quiet`), pushes
+/// the build tags, overwrites `overwrite` with the token when asked, and records the image.
 async fn finish(
     ctx: &TaskContext,
     prepared: &Prepared,
     catalog: &DeclarativeConfig,
     build_tags: &[String],
     overwrite: Option<(&str, SecretKind)>,
+    record: Record,
+    announce_manifest_list: bool,
 ) -> Result<(), TaskError> {
     validate(catalog).map_err(|e| {
         TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
     })?;
-    ctx.progress(format!(
-        "Building the index image for the following arches: {}",
-        prepared
-            .arches
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-    .await?;
+    if announce_manifest_list {
+        ctx.progress("Creating the manifest list").await?;
+    }
     let (pushed, pushed_resolved) = build_and_push(
         ctx,
         &prepared.binary_image_resolved,
@@ -160,28 +232,44 @@ async fn finish(
         index_image::push_tags(ctx, &pushed, build_tags).await?;
     }
     let mut facts = BuildFacts {
+        arches: prepared.arches.clone(),
         index_image: Some(output_pull_spec(ctx, &pushed)),
-        index_image_resolved: Some(output_pull_spec(ctx, &pushed_resolved)),
-        internal_index_image_copy: Some(pushed.clone()),
-        internal_index_image_copy_resolved: Some(pushed_resolved.clone()),
         ..BuildFacts::default()
     };
+    if record == Record::Full {
+        facts.index_image_resolved = Some(output_pull_spec(ctx, &pushed_resolved));
+        facts.internal_index_image_copy = Some(pushed.clone());
+        facts.internal_index_image_copy_resolved = Some(pushed_resolved.clone());
+    }
     if let Some((index, kind)) = overwrite {
-        ctx.progress(format!("Overwriting the index image {index}"))
-            .await?;
         let credentials = ctx
             .secret(kind)
             .and_then(Credentials::from_user_colon_secret);
         let target = parse(index)?;
+        // IIB's `_verify_index_image`: the index must not have moved while we built.
+        if let Some(before) = &prepared.from_index_resolved {
+            let now = resolve(ctx, index).await?;
+            if &now != before {
+                return Err(TaskError::Failed(
+                    "The supplied from_index image changed during the IIB request. Please resubmit the request.".into(),
+                ));
+            }
+        }
+        ctx.progress(format!("Overwriting the index image {index} with {pushed}"))
+            .await?;
         let (digest, _) = ctx
             .client
             .copy(&parse(&pushed)?, &target, credentials.as_ref())
             .await
             .map_err(|e| {
-                TaskError::Failed(format!("Failed to overwrite the index image {index}: {e}"))
+                TaskError::Failed(format!(
+                    "Failed to overwrite the input from_index container image of {index}: {e}"
+                ))
             })?;
         facts.index_image = Some(index.to_string());
-        facts.index_image_resolved = Some(target.with_digest(digest).to_string());
+        if record == Record::Full {
+            facts.index_image_resolved = Some(target.with_digest(digest).to_string());
+        }
     }
     ctx.facts(facts).await
 }
@@ -226,57 +314,87 @@ fn engine(e: impl std::fmt::Display) -> TaskError {
     TaskError::Failed(e.to_string())
 }
 
+/// IIB's `verify_labels`: every bundle must carry `IIB_REQUIRED_LABELS`.
+async fn verify_labels(ctx: &TaskContext, resolved: &[String]) -> Result<(), TaskError> {
+    if ctx.settings.required_labels.is_empty() {
+        return Ok(());
+    }
+    for bundle in resolved {
+        let labels = ctx.client.labels(&parse(bundle)?).await.map_err(|e| {
+            TaskError::Failed(format!("Failed to read the labels of {bundle}: {e}"))
+        })?;
+        for (label, value) in &ctx.settings.required_labels {
+            if labels.get(label) != Some(value) {
+                return Err(TaskError::Failed(format!(
+                    "The bundle {bundle} does not have the label {label}={value}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskError> {
     ctx.progress("Resolving the bundles").await?;
     let mut resolved = Vec::with_capacity(params.bundles.len());
     for bundle in &params.bundles {
         resolved.push(resolve(ctx, bundle).await?);
     }
+    verify_labels(ctx, &resolved).await?;
+    super::greenwave::gate(ctx, &resolved).await?;
     let prepared = prepare(
         ctx,
         params.from_index.as_deref(),
+        &[],
         params.binary_image.as_deref(),
         &params.add_arches,
         params.distribution_scope.as_deref(),
     )
     .await?;
-    let mut catalog = catalog_of(&prepared);
-    ctx.progress("Rendering the bundles").await?;
     let rendered = render_bundles(ctx, &resolved).await?;
+    // bundle_mapping: each package's bundles as submitted.
     let mut mapping: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for bundle in &rendered {
-        mapping
-            .entry(bundle.bundle.package.clone())
-            .or_default()
-            .push(bundle.bundle.image.clone());
+    for (submitted, bundle) in params.bundles.iter().zip(&rendered) {
+        if !bundle.bundle.package.is_empty() {
+            mapping
+                .entry(bundle.bundle.package.clone())
+                .or_default()
+                .push(submitted.clone());
+        }
     }
-    ctx.facts(BuildFacts {
-        bundle_mapping: Some(mapping),
-        ..BuildFacts::default()
-    })
+    prebuild(
+        ctx,
+        &prepared,
+        BuildFacts {
+            bundle_mapping: (!mapping.is_empty()).then_some(mapping),
+            ..BuildFacts::default()
+        },
+    )
     .await?;
-    // Bundles already in the index are left out, as IIB does.
-    let already: BTreeSet<String> = present(&catalog, &rendered)
-        .iter()
-        .map(|b| b.bundle.image.clone())
-        .collect();
-    for image in &already {
-        ctx.log.info(format!(
-            "The bundle {image} is already in the index image; skipping it"
-        ));
+    let mut catalog = catalog_of(&prepared);
+    let mut missing = rendered;
+    if prepared.contents.is_some() {
+        ctx.progress("Checking if bundles are already present in index image")
+            .await?;
+        // Bundles already in the index are left out, as IIB does.
+        let already: BTreeSet<String> = present(&catalog, &missing)
+            .iter()
+            .map(|b| b.bundle.image.clone())
+            .collect();
+        for image in &already {
+            ctx.log.info(format!(
+                "The bundle {image} is already in the index image; skipping it"
+            ));
+        }
+        missing.retain(|b| !already.contains(&b.bundle.image));
     }
-    let missing: Vec<RenderedBundle> = rendered
-        .into_iter()
-        .filter(|b| !already.contains(&b.bundle.image))
-        .collect();
-    ctx.progress("Adding the bundles to the index image")
-        .await?;
     let report = add_bundles(
         &mut catalog,
         missing,
         &AddOptions {
             mode: graph_mode(params.graph_update_mode.as_deref())?,
-            overwrite_latest: params.overwrite_from_index,
+            // IIB overwrites the latest bundle of a package in dev and stage indexes.
+            overwrite_latest: matches!(prepared.distribution_scope.as_str(), "dev" | "stage"),
         },
     )
     .map_err(|e| TaskError::Failed(format!("Failed to add the bundles to the index image: {e}")))?;
@@ -284,21 +402,39 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         ctx.log.info(line);
     }
     if !params.deprecation_list.is_empty() {
-        ctx.progress("Deprecating bundles in the deprecation list")
-            .await?;
-        let mut images = Vec::new();
+        let mut listed = Vec::new();
         for bundle in &params.deprecation_list {
-            images.push(resolve(ctx, bundle).await?);
+            listed.push(resolve(ctx, bundle).await?);
         }
-        deprecate_truncate(&mut catalog, &images)
-            .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
+        // Only bundles of the index (or of this request) are deprecated.
+        let known: BTreeSet<&str> = catalog.bundles.iter().map(|b| b.image.as_str()).collect();
+        let images: Vec<String> = listed
+            .into_iter()
+            .filter(|i| known.contains(i.as_str()))
+            .collect();
+        if images.is_empty() {
+            ctx.log
+                .info("Deprecation list was set but no bundles were found for deprecation.");
+        } else {
+            deprecate_truncate(&mut catalog, &images)
+                .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
+        }
     }
     let overwrite = params
         .overwrite_from_index
         .then_some(params.from_index.as_deref())
         .flatten()
         .map(|i| (i, SecretKind::OverwriteFromIndexToken));
-    finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
+    finish(
+        ctx,
+        &prepared,
+        &catalog,
+        &params.build_tags,
+        overwrite,
+        Record::Full,
+        true,
+    )
+    .await?;
     Ok("The operator bundle(s) were successfully added to the index image".into())
 }
 
@@ -306,14 +442,14 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     let prepared = prepare(
         ctx,
         params.from_index.as_deref(),
+        &[],
         params.binary_image.as_deref(),
         &params.add_arches,
         params.distribution_scope.as_deref(),
     )
     .await?;
+    prebuild(ctx, &prepared, BuildFacts::default()).await?;
     let mut catalog = catalog_of(&prepared);
-    ctx.progress("Removing the operators from the index image")
-        .await?;
     remove_packages(&mut catalog, &params.operators).map_err(|e| {
         TaskError::Failed(format!(
             "Failed to remove operators from the index image: {e}"
@@ -324,7 +460,16 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
         .then_some(params.from_index.as_deref())
         .flatten()
         .map(|i| (i, SecretKind::OverwriteFromIndexToken));
-    finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
+    finish(
+        ctx,
+        &prepared,
+        &catalog,
+        &params.build_tags,
+        overwrite,
+        Record::Full,
+        true,
+    )
+    .await?;
     Ok("The operator(s) were successfully removed from the index image".into())
 }
 
@@ -335,135 +480,222 @@ pub async fn create_empty_index(
     let mut prepared = prepare(
         ctx,
         Some(&params.from_index),
+        &[],
         params.binary_image.as_deref(),
         &[],
         params.distribution_scope.as_deref(),
     )
     .await?;
+    prebuild(ctx, &prepared, BuildFacts::default()).await?;
+    ctx.progress("Checking operators present in index image")
+        .await?;
     let mut catalog = catalog_of(&prepared);
-    ctx.progress("Removing operators from index image").await?;
     let packages: Vec<String> = catalog.packages.iter().map(|p| p.name.clone()).collect();
+    ctx.progress("Removing operators from index image").await?;
     remove_packages_with(&mut catalog, &packages, true).map_err(engine)?;
+    // What no package owns goes too: the index is empty.
     catalog = DeclarativeConfig::default();
+    ctx.progress("Getting and updating labels for new index image")
+        .await?;
     if let Some(labels) = &params.labels {
         prepared.labels.extend(labels.clone());
     }
-    finish(ctx, &prepared, &catalog, &[], None).await?;
-    Ok("The index image was successfully cleaned and updated.".into())
+    finish(ctx, &prepared, &catalog, &[], None, Record::Plain, true).await?;
+    Ok("The empty index image was successfully created".into())
 }
 
 pub async fn add_deprecations(
     ctx: &TaskContext,
     params: &AddDeprecationsParams,
 ) -> Result<String, TaskError> {
+    ctx.progress("Resolving the index images").await?;
+    // IIB takes the scope from the index, not from the request.
     let prepared = prepare(
         ctx,
         Some(&params.from_index),
+        &[],
         params.binary_image.as_deref(),
         &[],
-        params.distribution_scope.as_deref(),
+        None,
     )
     .await?;
+    prebuild(ctx, &prepared, BuildFacts::default()).await?;
     let mut catalog = catalog_of(&prepared);
-    ctx.progress("Adding deprecations to the index image")
+    ctx.progress("Getting all deprecations present in index image")
         .await?;
     let schema: serde_json::Value = serde_json::from_str(&params.deprecation_schema)
         .map_err(|e| TaskError::Failed(format!("The deprecation schema is not valid JSON: {e}")))?;
+    ctx.progress("Adding deprecations to from_index").await?;
     crate::catalog::deprecations::set_deprecations(&mut catalog, &params.operator_package, &schema)
         .map_err(engine)?;
     let overwrite = params.overwrite_from_index.then_some((
         params.from_index.as_str(),
         SecretKind::OverwriteFromIndexToken,
     ));
-    finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
-    Ok("The deprecations were successfully added to the index image".into())
+    finish(
+        ctx,
+        &prepared,
+        &catalog,
+        &params.build_tags,
+        overwrite,
+        Record::Full,
+        true,
+    )
+    .await?;
+    Ok("The deprecation schema was successfully added to the index image".into())
 }
 
 pub async fn fbc_operations(
     ctx: &TaskContext,
     params: &FbcOperationsParams,
 ) -> Result<String, TaskError> {
+    ctx.progress("Resolving the fbc fragments").await?;
+    let mut resolved_fragments = Vec::new();
+    for fragment in &params.fbc_fragments {
+        resolved_fragments.push(resolve(ctx, fragment).await?);
+    }
+    // IIB ignores add_arches for fbc-operations.
     let prepared = prepare(
         ctx,
         Some(&params.from_index),
+        &[],
         params.binary_image.as_deref(),
-        &params.add_arches,
+        &[],
         params.distribution_scope.as_deref(),
     )
     .await?;
+    prebuild(
+        ctx,
+        &prepared,
+        BuildFacts {
+            fbc_fragment_resolved: if params.used_fbc_fragment {
+                resolved_fragments.first().cloned()
+            } else {
+                None
+            },
+            fbc_fragments_resolved: Some(resolved_fragments.clone()),
+            ..BuildFacts::default()
+        },
+    )
+    .await?;
     let mut catalog = catalog_of(&prepared);
-    let mut resolved_fragments = Vec::new();
-    for fragment in &params.fbc_fragments {
+    let count = resolved_fragments.len();
+    ctx.progress(format!(
+        "Extracting operator packages from {count} fbc fragment(s)"
+    ))
+    .await?;
+    let mut fragments = Vec::new();
+    for resolved in &resolved_fragments {
+        fragments.push(read_index(ctx, resolved).await?.catalog);
+    }
+    for (i, (fragment, resolved)) in fragments.into_iter().zip(&resolved_fragments).enumerate() {
+        let packages: Vec<String> = crate::catalog::fragment::packages(&fragment)
+            .into_iter()
+            .map(|p| format!("'{p}'"))
+            .collect();
         ctx.progress(format!(
-            "Adding the FBC fragment {fragment} to the index image"
+            "Adding package(s) [{}] from fbc fragment {}/{count} to from_index",
+            packages.join(", "),
+            i + 1
         ))
         .await?;
-        let resolved = resolve(ctx, fragment).await?;
-        let contents = read_index(ctx, &resolved).await?;
-        crate::catalog::fragment::add_fragment(&mut catalog, contents.catalog, fragment)
-            .map_err(engine)?;
-        resolved_fragments.push(resolved);
+        crate::catalog::fragment::add_fragment(&mut catalog, fragment, resolved).map_err(engine)?;
     }
-    ctx.facts(BuildFacts {
-        fbc_fragment_resolved: if params.used_fbc_fragment {
-            resolved_fragments.first().cloned()
-        } else {
-            None
-        },
-        fbc_fragments_resolved: Some(resolved_fragments),
-        ..BuildFacts::default()
-    })
-    .await?;
     let overwrite = params.overwrite_from_index.then_some((
         params.from_index.as_str(),
         SecretKind::OverwriteFromIndexToken,
     ));
-    finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
-    Ok("The FBC fragment was successfully added in the index image".into())
+    finish(
+        ctx,
+        &prepared,
+        &catalog,
+        &params.build_tags,
+        overwrite,
+        Record::Full,
+        true,
+    )
+    .await?;
+    Ok(format!(
+        "The {count} FBC fragment(s) were successfully added in the index image"
+    ))
 }
 
 pub async fn merge_index_image(
     ctx: &TaskContext,
     params: &MergeIndexImageParams,
 ) -> Result<String, TaskError> {
+    // The scope and binary image come from the target index when there is one.
+    let scope_index = params
+        .target_index
+        .as_deref()
+        .unwrap_or(&params.source_from_index);
+    let others: Vec<&str> = if params.target_index.is_some() {
+        vec![params.source_from_index.as_str()]
+    } else {
+        Vec::new()
+    };
     let prepared = prepare(
         ctx,
-        Some(&params.source_from_index),
+        Some(scope_index),
+        &others,
         params.binary_image.as_deref(),
         &[],
         params.distribution_scope.as_deref(),
     )
     .await?;
-    let mut catalog = catalog_of(&prepared);
-    let source_resolved = prepared.from_index_resolved.clone();
-    let mut facts = BuildFacts {
-        source_from_index_resolved: source_resolved,
-        ..BuildFacts::default()
+    let source_resolved = resolve(ctx, &params.source_from_index).await?;
+    let source = read_index(ctx, &source_resolved).await?;
+    let target_resolved = params
+        .target_index
+        .as_ref()
+        .and(prepared.from_index_resolved.clone());
+    prebuild(
+        ctx,
+        &prepared,
+        BuildFacts {
+            source_from_index_resolved: Some(source_resolved),
+            target_index_resolved: target_resolved,
+            ..BuildFacts::default()
+        },
+    )
+    .await?;
+    ctx.progress("Getting bundles present in the index images")
+        .await?;
+    let mut catalog = source.catalog;
+    ctx.progress("Adding bundles missing in source index image")
+        .await?;
+    let target = if params.target_index.is_some() {
+        catalog_of(&prepared)
+    } else {
+        DeclarativeConfig::default()
     };
-    if let Some(target_index) = &params.target_index {
-        ctx.progress("Adding the bundles missing in the source index image")
-            .await?;
-        let target_resolved = resolve(ctx, target_index).await?;
-        let target = read_index(ctx, &target_resolved).await?;
-        facts.target_index_resolved = Some(target_resolved);
-        let mut deprecations = Vec::new();
-        for bundle in &params.deprecation_list {
-            deprecations.push(resolve(ctx, bundle).await?);
-        }
-        crate::catalog::merge::merge_indexes(
-            &mut catalog,
-            &target.catalog,
-            graph_mode(params.graph_update_mode.as_deref())?,
-            &deprecations,
-        )
-        .map_err(|e| TaskError::Failed(format!("Failed to merge the index images: {e}")))?;
+    ctx.progress("Deprecating bundles in the deprecation list")
+        .await?;
+    let mut deprecations = Vec::new();
+    for bundle in &params.deprecation_list {
+        deprecations.push(resolve(ctx, bundle).await?);
     }
-    ctx.facts(facts).await?;
+    crate::catalog::merge::merge_indexes(
+        &mut catalog,
+        &target,
+        graph_mode(params.graph_update_mode.as_deref())?,
+        &deprecations,
+    )
+    .map_err(|e| TaskError::Failed(format!("Failed to merge the index images: {e}")))?;
     let overwrite = params
         .overwrite_target_index
         .then_some(params.target_index.as_deref())
         .flatten()
         .map(|i| (i, SecretKind::OverwriteTargetIndexToken));
-    finish(ctx, &prepared, &catalog, &params.build_tags, overwrite).await?;
-    Ok("The index image was successfully merged".into())
+    finish(
+        ctx,
+        &prepared,
+        &catalog,
+        &params.build_tags,
+        overwrite,
+        Record::Plain,
+        false,
+    )
+    .await?;
+    Ok("The index image was successfully cleaned and updated.".into())
 }

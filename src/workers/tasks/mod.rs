@@ -1,6 +1,7 @@
 //! One task per request type. A task reports progress and facts through its context and
 //! returns the final `state_reason`, or fails with one.
 
+mod greenwave;
 mod index;
 
 use super::runner::TaskContext;
