@@ -387,3 +387,351 @@ async fn rm_and_create_empty_index_requests() {
     .unwrap();
     assert_eq!(inspected["Labels"]["version"], "v1");
 }
+
+/// An index image of `bundles` (pull specs, pinned here) at `target`, on the world's binary.
+async fn index_of(world: &World, bundles: &[String], target: &str) {
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let mut sources = Sources::new(ClientOptions::default());
+    let mut rendered = Vec::new();
+    for spec in bundles {
+        let reference: Reference = spec.parse().unwrap();
+        let digest = client.resolve(&reference).await.unwrap();
+        rendered.push(
+            sources
+                .render_bundle(
+                    &reference.with_digest(digest).to_string(),
+                    None,
+                    ObjectsAs::CsvMetadata,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let mut catalog = DeclarativeConfig::default();
+    add_bundles(&mut catalog, rendered, &AddOptions::default()).unwrap();
+    push_index_image(
+        &client,
+        &world.binary.parse().unwrap(),
+        &target.parse().unwrap(),
+        &["amd64", "arm64"],
+        &catalog,
+        "v4.18",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_deprecations_and_merges_build_as_iib_does() {
+    let world = world(6).await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    // A fragment: an index holding libredb-studio-operator.
+    let libredb = community_packages()
+        .into_iter()
+        .find(|p| p.name == "libredb-studio-operator")
+        .unwrap();
+    let libredb_bundle = format!("{}/libredb-bundle:0.9.59", world.registry.host);
+    push_bundle(
+        &client,
+        &libredb_bundle.parse().unwrap(),
+        &libredb.bundles[0].1,
+    )
+    .await;
+    let fragment = format!("{}/fragment:1", world.registry.host);
+    index_of(&world, &[libredb_bundle], &fragment).await;
+    // A merge target holding two more kube-green bundles than the index.
+    let target = format!("{}/target-index:v4.18", world.registry.host);
+    index_of(&world, &world.bundles[..8], &target).await;
+
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(&world, logs.path(), &[]).await;
+    let fbc = post(
+        &server,
+        "/api/v1/builds/fbc-operations",
+        json!({"from_index": world.index, "binary_image": world.binary, "fbc_fragments": [fragment]}),
+    )
+    .await;
+    let schema = json!({"schema": "olm.deprecations", "package": "kube-green", "entries": [
+        {"reference": {"schema": "olm.bundle", "name": "kube-green.v0.3.0"}, "message": "kube-green.v0.3.0 is deprecated"}]});
+    let deprecations = post(
+        &server,
+        "/api/v1/builds/add-deprecations",
+        json!({"from_index": world.index, "binary_image": world.binary, "operator_package": "kube-green",
+               "deprecation_schema": schema.to_string()}),
+    )
+    .await;
+    let merge = post(
+        &server,
+        "/api/v1/builds/merge-index-image",
+        json!({"source_from_index": world.index, "target_index": target, "binary_image": world.binary}),
+    )
+    .await;
+
+    let done = finished(&server, fbc["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(
+        done["state_reason"],
+        "The 1 FBC fragment(s) were successfully added in the index image"
+    );
+    let configs = unpacked_configs(done["index_image"].as_str().unwrap(), "amd64");
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 6);
+    assert_eq!(
+        bundle_names(&configs["libredb-studio-operator/catalog.json"]),
+        vec!["libredb-studio-operator.v0.9.59"]
+    );
+    assert_eq!(done["fbc_fragments_resolved"].as_array().unwrap().len(), 1);
+
+    let done = finished(&server, deprecations["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(
+        done["state_reason"],
+        "The deprecation schema was successfully added to the index image"
+    );
+    let configs = unpacked_configs(done["index_image"].as_str().unwrap(), "amd64");
+    let blobs: Vec<Value> = serde_json::Deserializer::from_str(&configs["kube-green/catalog.json"])
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let deprecation = blobs
+        .iter()
+        .find(|b| b["schema"] == "olm.deprecations")
+        .expect("a deprecations blob");
+    assert_eq!(
+        deprecation["entries"][0]["message"],
+        "kube-green.v0.3.0 is deprecated"
+    );
+
+    let done = finished(&server, merge["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(
+        done["state_reason"],
+        "The index image was successfully cleaned and updated."
+    );
+    let configs = unpacked_configs(done["index_image"].as_str().unwrap(), "arm64");
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 8);
+    assert!(done["target_index_resolved"]
+        .as_str()
+        .unwrap()
+        .contains("@sha256:"));
+}
+
+/// A stand-in for Greenwave (an external service): answers every decision from `decide`.
+async fn greenwave(satisfied: bool) -> String {
+    use axum::{routing::post, Json, Router};
+    let app = Router::new().route(
+        "/decision",
+        post(move |Json(body): Json<Value>| async move {
+            assert_eq!(body["decision_context"], "iib_test");
+            assert_eq!(body["subject_type"], "koji_build");
+            assert!(body["subject_identifier"]
+                .as_str()
+                .unwrap()
+                .starts_with("kube-green-bundle-container-0.7"));
+            Json(if satisfied {
+                json!({"policies_satisfied": true})
+            } else {
+                json!({"policies_satisfied": false, "unsatisfied_requirements": [
+                    {"testcase": "test.a"}, {"testcase": "test.b"}]})
+            })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greenwave_gates_add_requests() {
+    let world = world(8).await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let package = community_packages()
+        .into_iter()
+        .find(|p| p.name == "kube-green")
+        .unwrap();
+    let labels = BTreeMap::from([
+        (
+            "com.redhat.component".to_string(),
+            "kube-green-bundle-container".to_string(),
+        ),
+        ("version".to_string(), "0.7".to_string()),
+        ("release".to_string(), "1".to_string()),
+    ]);
+    let gated = format!("{}/kube-green-bundle:gated", world.registry.host);
+    support::bundles::push_bundle_with_labels(
+        &client,
+        &gated.parse().unwrap(),
+        &package.bundles[8].1,
+        &labels,
+    )
+    .await;
+    let config = json!({"null": {"decision_context": "iib_test", "product_version": "cvp", "subject_type": "koji_build"}})
+        .to_string();
+    for satisfied in [false, true] {
+        let url = greenwave(satisfied).await;
+        let logs = tempfile::tempdir().unwrap();
+        let server = serve(
+            &world,
+            logs.path(),
+            &[
+                ("IIB_GREENWAVE_URL", url.as_str()),
+                ("IIB_GREENWAVE_CONFIG", config.as_str()),
+            ],
+        )
+        .await;
+        let submitted = post(
+            &server,
+            "/api/v1/builds/add",
+            json!({"bundles": [gated], "from_index": world.index, "binary_image": world.binary}),
+        )
+        .await;
+        let done = finished(&server, submitted["id"].as_u64().unwrap()).await;
+        if satisfied {
+            assert_eq!(done["state"], "complete", "{done}");
+        } else {
+            assert_eq!(done["state"], "failed", "{done}");
+            let reason = done["state_reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("Unsatisfied Greenwave policy for "),
+                "{reason}"
+            );
+            assert!(
+                reason.ends_with(
+                    "with decision_context: iib_test, product_version: cvp, subject_type: koji_build and test cases: test.a, test.b"
+                ),
+                "{reason}"
+            );
+        }
+    }
+}
+
+/// The request's events, as the audit endpoint serves them.
+async fn events(server: &Server, id: u64) -> Vec<Value> {
+    reqwest::get(server.url(&format!("/api/v1/builds/{id}/events")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_queue_runs_one_request_at_a_time_in_submission_order() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_QUEUES", r#"{"default": {"concurrency": 1}}"#)],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for bundle in &world.bundles[6..10] {
+        let submitted = post(
+            &server,
+            "/api/v1/builds/add",
+            json!({"bundles": [bundle], "from_index": world.index, "binary_image": world.binary}),
+        )
+        .await;
+        ids.push(submitted["id"].as_u64().unwrap());
+    }
+    // From the event history: each request's span from its claim to its end, in global order.
+    let mut spans = Vec::new();
+    for id in &ids {
+        // (0.5.2 replaces 0.5.1, in the index, and completes; the later ones replace bundles
+        // the index lacks and fail: both end the request, which is what is timed here.)
+        finished(&server, *id).await;
+        let history = events(&server, *id).await;
+        let position = |name: &str| {
+            history
+                .iter()
+                .filter(|e| e["event"] == name)
+                .map(|e| e["position"].as_i64().unwrap())
+                .next()
+        };
+        let claimed = position("RequestClaimed").expect("claimed");
+        let ended = position("RequestCompleted")
+            .or(position("RequestFailed"))
+            .expect("ended");
+        spans.push((claimed, ended));
+    }
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].0,
+            "requests overlapped on a serial queue: {spans:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_survives_a_kill_9_of_its_worker() {
+    let world = world(8).await;
+    // Every registry call takes 100 ms: the build is slow enough to be killed midway.
+    let slow = support::faults::FaultProxy::start_with(
+        &world.registry.host,
+        0,
+        Duration::from_millis(100),
+    )
+    .await;
+    let via = |spec: &str| spec.replacen(&world.registry.host, &slow.host, 1);
+    let logs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings: BTreeMap<String, String> = [
+        ("IIB_QUEUE_ACTORS", "true"),
+        ("LOGIN_DISABLED", "true"),
+        ("IIB_REGISTRY", slow.host.as_str()),
+        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
+        ("IIB_WORKER_LEASE_SECONDS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut server = Server::start_in(data.path(), &settings, false).await;
+    let submitted = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [via(&world.bundles[8])], "from_index": via(&world.index), "binary_image": via(&world.binary)}),
+    )
+    .await;
+    let id = submitted["id"].as_u64().unwrap();
+    // Wait until the worker is into the build, then kill it.
+    let started = Instant::now();
+    loop {
+        let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["state_reason"] != "The request was initiated" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker never started: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill9();
+    let killed_at = Instant::now();
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let done = finished(&server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    let history = events(&server, id).await;
+    let claims: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["event"] == "RequestClaimed")
+        .collect();
+    assert_eq!(claims.len(), 2, "{history:?}");
+    assert_eq!(
+        claims[1]["payload"]["RequestClaimed"]["attempt"], 2,
+        "{:?}",
+        claims[1]
+    );
+}

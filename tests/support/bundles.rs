@@ -79,6 +79,16 @@ pub fn bundle_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Pushes the bundle in `dir` as the image `reference` (an amd64 image under an index).
 pub async fn push_bundle(client: &RegistryClient, reference: &Reference, dir: &Path) {
+    push_bundle_with_labels(client, reference, dir, &BTreeMap::new()).await;
+}
+
+/// `push_bundle` with extra image labels.
+pub async fn push_bundle_with_labels(
+    client: &RegistryClient,
+    reference: &Reference,
+    dir: &Path,
+    extra: &BTreeMap<String, String>,
+) {
     let files = bundle_files(dir);
     let annotations: serde_json::Value =
         serde_yaml_ng::from_slice(&files["metadata/annotations.yaml"]).unwrap();
@@ -87,6 +97,7 @@ pub async fn push_bundle(client: &RegistryClient, reference: &Reference, dir: &P
         .unwrap()
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .chain(extra.clone())
         .collect();
     let layer = layer(&files);
     client

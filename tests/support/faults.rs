@@ -19,6 +19,7 @@ struct Proxy {
     failures: usize,
     calls: Arc<AtomicUsize>,
     client: reqwest::Client,
+    delay: std::time::Duration,
 }
 
 async fn forward(
@@ -29,6 +30,7 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let n = p.calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(p.delay).await;
     if n < p.failures {
         return (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response();
     }
@@ -62,12 +64,18 @@ async fn forward(
 
 impl FaultProxy {
     pub async fn start(upstream: &str, failures: usize) -> Self {
+        Self::start_with(upstream, failures, std::time::Duration::ZERO).await
+    }
+
+    /// A proxy that answers every call `delay` late (a slow registry).
+    pub async fn start_with(upstream: &str, failures: usize, delay: std::time::Duration) -> Self {
         let calls = Arc::new(AtomicUsize::new(0));
         let state = Proxy {
             upstream: upstream.to_string(),
             failures,
             calls: calls.clone(),
             client: reqwest::Client::new(),
+            delay,
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub base: String,
-    pub dir: tempfile::TempDir,
+    /// The data directory (a temporary one unless the caller gave one).
+    pub data: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A free loopback port (the OS picks it; it is released before the caller binds it).
@@ -27,10 +29,21 @@ impl Server {
 
     pub async fn start_with(settings: &BTreeMap<String, String>, https: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(dir.path(), settings, https).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts `iib serve` on the data directory `data` (e.g. to restart on the same database).
+    pub async fn start_in(
+        data: &std::path::Path,
+        settings: &BTreeMap<String, String>,
+        https: bool,
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
             .arg("serve")
             .env_clear()
-            .env("IIB_DATA_DIR", dir.path())
+            .env("IIB_DATA_DIR", data)
             // Port 0: the server binds a free port itself and says which on stdout.
             .env("IIB_LISTEN_ADDR", "127.0.0.1:0")
             .env("IIB_LOG_LEVEL", "WARN")
@@ -69,11 +82,24 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         assert_eq!(base.starts_with("https://"), https, "{base}");
-        Self { child, base, dir }
+        Self {
+            child,
+            base,
+            data: data.to_path_buf(),
+            _dir: None,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+}
+
+impl Server {
+    /// Kills the process at once (SIGKILL): no shutdown, no hand-back.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
