@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Registry figures on loopback: starts Debian's docker-registry with temporary storage and runs
-# `iib bench registry` (push a 3-arch 50 MB/arch base, copy it, build on it with a 5 MB layer).
+# Benchmarks against a registry on loopback: starts Debian's docker-registry with temporary
+# storage and runs `iib bench registry` (push a 3-arch 50 MB/arch base, copy it, build on it with
+# a 5 MB layer), or with `add` as the first argument `iib bench add` (POST add of one bundle to
+# an index of 1,000 bundles until complete; `add --fixtures DIR` uses the community catalog).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/iib/target}"
@@ -22,4 +24,6 @@ YML
 registry=$!
 trap 'kill $registry 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-"$CARGO_TARGET_DIR/release/iib" bench registry --registry "127.0.0.1:$port" "$@"
+bench=registry
+if [ "${1:-}" = add ] || [ "${1:-}" = registry ]; then bench=$1; shift; fi
+"$CARGO_TARGET_DIR/release/iib" bench "$bench" --registry "127.0.0.1:$port" "$@"

@@ -487,3 +487,243 @@ fn walk_size(dir: &std::path::Path) -> u64 {
     }
     total
 }
+
+/// Pushes a one-arch image of `files` with `labels` under `reference` (an index of one).
+async fn push_files_image(
+    client: &crate::registry::RegistryClient,
+    reference: &crate::registry::Reference,
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    use crate::registry::build::layer;
+    use crate::registry::manifest::Platform;
+    let l = layer(files);
+    client
+        .push_blob(reference, &l.digest, l.blob.clone(), None)
+        .await?;
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [l.diff_id]},
+    });
+    let platform = Platform {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        variant: None,
+    };
+    let (entry, _) = client
+        .push_arch_image(reference, platform, &config, vec![l.descriptor()], None)
+        .await?;
+    let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
+    client
+        .push_index(reference, &tag, vec![entry], None)
+        .await?;
+    Ok(())
+}
+
+/// Peak resident memory of a process, in MB (Linux `VmHWM`).
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// `iib bench add`: an `iib serve` (this binary) adds one bundle to an index of
+/// `packages` × `bundles` over HTTP, `requests` times, against the registry at `host`;
+/// prints the submit-to-complete times and the server's peak memory.
+pub async fn add(
+    host: &str,
+    packages: usize,
+    bundles: usize,
+    requests: usize,
+    fixtures: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use crate::catalog::add::{add_bundles, AddOptions};
+    use crate::catalog::declcfg::DeclarativeConfig;
+    use crate::catalog::render::{render_bundle, ObjectsAs};
+    use crate::registry::build::{layer, ConfigChanges};
+    use crate::registry::{ClientOptions, Reference, RegistryClient};
+    use std::collections::BTreeMap;
+
+    let client = RegistryClient::new(ClientOptions::default())?;
+    let run = format!("{:x}", Utc::now().timestamp_micros());
+    // The binary image: one small layer.
+    let binary: Reference = format!("{host}/bench/opm-{run}:v4.18").parse()?;
+    push_files_image(
+        &client,
+        &binary,
+        &BTreeMap::from([("bin/opm".to_string(), noise("opm", 1 << 20))]),
+        &BTreeMap::new(),
+    )
+    .await?;
+
+    // The from_index: a synthetic catalog, or the fixtures' community catalog.
+    let mut catalog = DeclarativeConfig::default();
+    let (label, target_package, next_version) = match &fixtures {
+        Some(dir) => {
+            for entry in std::fs::read_dir(dir.join("catalogs/community-v4.18"))?.flatten() {
+                if let Ok(config) = crate::catalog::load::load_dir(&entry.path()) {
+                    catalog.merge(config);
+                }
+            }
+            ("the community catalog".to_string(), None, 0)
+        }
+        None => {
+            for p in 0..packages {
+                let package = format!("package-{p:03}");
+                let rendered = (0..bundles)
+                    .map(|i| {
+                        let version = format!("1.{i}.0");
+                        let replaces = (i > 0).then(|| format!("{package}.v1.{}.0", i - 1));
+                        let files = synthetic_bundle(&package, &version, replaces.as_deref());
+                        render_bundle(
+                            files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+                            &format!("{host}/bench/{package}-bundle:{version}"),
+                            ObjectsAs::CsvMetadata,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                add_bundles(&mut catalog, rendered, &AddOptions::default())?;
+            }
+            (
+                format!("{packages} packages x {bundles} bundles"),
+                Some(format!("package-{:03}", packages / 2)),
+                bundles,
+            )
+        }
+    };
+    let index: Reference = format!("{host}/bench/index-{run}:v4.18").parse()?;
+    let files: BTreeMap<String, Vec<u8>> =
+        crate::catalog::write::to_files(&catalog, crate::catalog::write::Format::Json)?
+            .into_iter()
+            .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))
+            .collect();
+    let changes = ConfigChanges {
+        labels: BTreeMap::from([
+            (
+                "operators.operatorframework.io.index.configs.v1".to_string(),
+                "/configs".to_string(),
+            ),
+            (
+                "com.redhat.index.delivery.version".to_string(),
+                "v4.18".to_string(),
+            ),
+        ]),
+        ..Default::default()
+    };
+    client
+        .build(
+            &binary,
+            &index,
+            &["amd64".to_string()],
+            &[layer(&files)],
+            &changes,
+            None,
+        )
+        .await?;
+    eprintln!(
+        "from_index {index}: {label}, {} bundles",
+        catalog.bundles.len()
+    );
+
+    // The bundles to add: new heads of one package (or new packages for the fixtures).
+    let mut new_bundles = Vec::new();
+    for r in 0..requests {
+        let (package, version, replaces) = match &target_package {
+            Some(package) => (
+                package.clone(),
+                format!("1.{}.0", next_version + r),
+                Some(format!("{package}.v1.{}.0", next_version - 1)),
+            ),
+            None => (format!("bench-extra-{r}"), "1.0.0".to_string(), None),
+        };
+        let files: BTreeMap<String, Vec<u8>> =
+            synthetic_bundle(&package, &version, replaces.as_deref())
+                .into_iter()
+                .collect();
+        let labels = BTreeMap::from([(
+            "operators.operatorframework.io.bundle.package.v1".to_string(),
+            package.clone(),
+        )]);
+        let reference: Reference =
+            format!("{host}/bench/{package}-bundle:{version}-{run}").parse()?;
+        push_files_image(&client, &reference, &files, &labels).await?;
+        new_bundles.push(reference.to_string());
+    }
+
+    // The service, as deployed: this binary's `serve` on a fresh SQLite store.
+    let data = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env_clear()
+        .env("IIB_DATA_DIR", data.path())
+        .env("IIB_LISTEN_ADDR", "127.0.0.1:0")
+        .env("IIB_LOG_LEVEL", "WARN")
+        .env("LOGIN_DISABLED", "true")
+        .env("IIB_REGISTRY", host)
+        .env("IIB_REQUEST_LOGS_DIR", data.path().join("logs"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let base = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("iib: API listening on ") {
+                        break url.to_string();
+                    }
+                }
+                _ => anyhow::bail!("iib serve did not start"),
+            }
+        }
+    };
+    let http = reqwest::Client::new();
+    let mut times = Vec::new();
+    for bundle in &new_bundles {
+        let started = Instant::now();
+        let answer: serde_json::Value = http
+            .post(format!("{base}/api/v1/builds/add"))
+            .json(&json!({"bundles": [bundle], "from_index": index.to_string(), "binary_image": binary.to_string()}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = answer["id"]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("the add was refused: {answer}"))?;
+        let state = loop {
+            let body: serde_json::Value = http
+                .get(format!("{base}/api/v1/builds/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if body["state"] != "in_progress" {
+                break body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        if state["state"] != "complete" {
+            let _ = child.kill();
+            anyhow::bail!("request {id} failed: {}", state["state_reason"]);
+        }
+        times.push(started.elapsed().as_secs_f64());
+    }
+    let rss = peak_rss_mb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "add 1 bundle to {label} ({} bundles), {} requests: p50 {:.2} s, p90 {:.2} s, max {:.2} s (goal p50 < 3 s); server peak RSS {} (goal < 300 MB)",
+        catalog.bundles.len(),
+        times.len(),
+        sorted[sorted.len() / 2],
+        sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)],
+        sorted[sorted.len() - 1],
+        rss.map(|r| format!("{r:.0} MB")).unwrap_or_else(|| "unknown".into()),
+    );
+    Ok(())
+}

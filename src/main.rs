@@ -180,6 +180,21 @@ enum Bench {
         #[arg(long)]
         fixtures: Option<PathBuf>,
     },
+    /// Times POST add of one bundle to an index of PACKAGES × BUNDLES until complete, through
+    /// `iib serve` against the registry at HOST (`deploy/bench-add.sh` starts one).
+    Add {
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value_t = 100)]
+        packages: usize,
+        #[arg(long, default_value_t = 10)]
+        bundles: usize,
+        #[arg(long, default_value_t = 10)]
+        requests: usize,
+        /// Use the fixtures' community catalog as the index instead.
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+    },
     /// Fills the configured (empty) store with finished requests, for API benchmarks.
     Seed {
         #[arg(long, default_value_t = 10_000)]
@@ -368,6 +383,16 @@ async fn run() -> Result<()> {
                     fixtures,
                 },
         } => iib::bench::catalog(packages, bundles, fixtures),
+        Command::Bench {
+            bench:
+                Bench::Add {
+                    registry,
+                    packages,
+                    bundles,
+                    requests,
+                    fixtures,
+                },
+        } => iib::bench::add(&registry, packages, bundles, requests, fixtures).await,
         Command::Bench {
             bench: Bench::Seed { requests },
         } => {

@@ -59,6 +59,8 @@ pub async fn run(
     tracing::info!(worker = %runner.worker, queues = runner.settings.queues.len(), "workers starting");
     let runtime = tokio::runtime::Handle::current();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (addresses_tx, addresses_rx) =
+        tokio::sync::oneshot::channel::<Vec<actix::Addr<queue_actor::QueueActor>>>();
     let actors_runner = runner.clone();
     let thread = std::thread::Builder::new()
         .name("iib-queues".into())
@@ -71,10 +73,11 @@ pub async fn run(
                         queue,
                         actors_runner.clone(),
                         runtime.clone(),
-                        Duration::from_millis(500),
+                        Duration::from_millis(100),
                     );
                     addresses.push(actix::Actor::start(actor));
                 }
+                let _ = addresses_tx.send(addresses.clone());
                 // Park until asked to stop (polling a std channel without blocking the system).
                 loop {
                     if stop_rx.try_recv().is_ok() {
@@ -86,6 +89,24 @@ pub async fn run(
             });
         })
         .expect("the queue thread starts");
+    // Every commit (a submission, a request ending) may make work runnable: wake the actors
+    // at once instead of at their next tick.
+    let committed = runner.bus.committed();
+    if let Ok(addresses) = addresses_rx.await {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = committed.notified() => {
+                        for address in &addresses {
+                            address.do_send(queue_actor::Poll);
+                        }
+                    }
+                    _ = stop.wait() => break,
+                }
+            }
+        });
+    }
     shutdown.wait().await;
     let _ = stop_tx.send(());
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
