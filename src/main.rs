@@ -467,14 +467,18 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
         let settings = iib::workers::settings::WorkerSettings::from_config(config)
             .map_err(|e| anyhow::anyhow!(e))?;
         if config.flag("IIB_QUEUE_ACTORS") {
-            let client = iib::registry::RegistryClient::new(client_options(config)?)?;
-            tasks.spawn(iib::workers::run(
+            let workers = iib::workers::run(
                 store.clone(),
                 bus.clone(),
-                client,
+                client_options(config)?,
                 settings,
                 shutdown.clone(),
-            ));
+            );
+            tasks.spawn(async move {
+                if let Err(e) = workers.await {
+                    tracing::error!(error = %e, "the workers could not start");
+                }
+            });
         }
     }
     if api {

@@ -735,3 +735,212 @@ async fn a_request_survives_a_kill_9_of_its_worker() {
         claims[1]
     );
 }
+
+/// A copy of the bundle in `dir` with `replacements` made in its CSV, and `related` (if any)
+/// listed in its `spec.relatedImages`.
+fn rewritten_bundle(
+    dir: &std::path::Path,
+    replacements: &[(&str, &str)],
+    related: Option<&str>,
+) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    for sub in ["manifests", "metadata"] {
+        std::fs::create_dir_all(work.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if text.contains("kind: ClusterServiceVersion") {
+                for (old, new) in replacements {
+                    text = text.replace(old, new);
+                }
+                if let Some(related) = related {
+                    text = text.replace(
+                        "\nspec:\n",
+                        &format!(
+                            "\nspec:\n  relatedImages:\n  - name: related\n    image: {related}\n"
+                        ),
+                    );
+                }
+            }
+            std::fs::write(work.path().join(sub).join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    work
+}
+
+/// A bundle made from kube-green 0.7.1 whose CSV points at images in `host` (an operator image
+/// by tag, and a related bundle made from kube-green 0.3.0 the same way), pushed with those
+/// images. Returns the bundle's pull spec and the related bundle's.
+async fn bundle_with_references(host: &str) -> (String, String) {
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let package = community_packages()
+        .into_iter()
+        .find(|p| p.name == "kube-green")
+        .unwrap();
+    let operator = format!("{host}/kubegreen/kube-green:0.7.1");
+    push_binary_image(&client, &operator.parse().unwrap(), &["amd64"]).await;
+    let local = [
+        ("docker.io/kubegreen/kube-green:0.7.1", operator.as_str()),
+        (
+            "gcr.io/kubebuilder/kube-rbac-proxy:v0.5.0",
+            operator.as_str(),
+        ),
+        ("kubegreen/kube-green:0.3.0", operator.as_str()),
+    ];
+    let related = format!("{host}/related-bundle:1");
+    let related_dir = rewritten_bundle(&package.bundles[0].1, &local, None);
+    let bundle_label = BTreeMap::from([(
+        "com.redhat.delivery.operator.bundle".to_string(),
+        "true".to_string(),
+    )]);
+    support::bundles::push_bundle_with_labels(
+        &client,
+        &related.parse().unwrap(),
+        related_dir.path(),
+        &bundle_label,
+    )
+    .await;
+    let bundle_dir = rewritten_bundle(&package.bundles[9].1, &local, Some(&related));
+    let bundle = format!("{host}/kube-green-bundle:regenerate");
+    push_bundle(&client, &bundle.parse().unwrap(), bundle_dir.path()).await;
+    (bundle, related)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_bundle_applies_the_organizations_customizations() {
+    let world = world(1).await;
+    let host = world.registry.host.clone();
+    let (bundle, related) = bundle_with_references(&host).await;
+    let customizations = json!({"acme": [
+        {"type": "related_bundles"},
+        {"type": "resolve_image_pullspecs"},
+        {"type": "package_name_suffix", "suffix": "-acme"},
+        {"type": "csv_annotations", "annotations": {"marketplace.example/remote-workflow": "https://example.com/{package_name}/pricing"}},
+        {"type": "registry_replacements", "replacements": {host.clone(): "registry.acme.example"}},
+    ]})
+    .to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let artifacts = tempfile::tempdir().unwrap();
+    let related_dir = artifacts.path().join("related");
+    let nested_dir = artifacts.path().join("nested");
+    let server = serve(
+        &world,
+        logs.path(),
+        &[
+            ("IIB_ORGANIZATION_CUSTOMIZATIONS", customizations.as_str()),
+            (
+                "IIB_REQUEST_RELATED_BUNDLES_DIR",
+                related_dir.to_str().unwrap(),
+            ),
+            (
+                "IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR",
+                nested_dir.to_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+    let submitted = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        json!({"from_bundle_image": bundle, "organization": "acme"}),
+    )
+    .await;
+    let id = submitted["id"].as_u64().unwrap();
+    let done = finished(&server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["state_reason"], "The request completed successfully");
+    let pushed = format!("{host}/iib-build:{id}");
+    assert_eq!(done["bundle_image"], pushed.as_str());
+    assert!(done["from_bundle_image_resolved"]
+        .as_str()
+        .unwrap()
+        .contains("@sha256:"));
+
+    let inspected = skopeo_inspect(&pushed, "amd64").unwrap();
+    assert_eq!(inspected["Labels"]["com.redhat.iib.pinned"], "true");
+    assert_eq!(
+        inspected["Labels"]["operators.operatorframework.io.bundle.package.v1"],
+        "kube-green-acme"
+    );
+    // The CSV names the operator by digest, in the organization's registry.
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    assert!(run(&[
+        "skopeo",
+        "--insecure-policy",
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{pushed}"),
+        &format!("oci:{}:b", layout.display())
+    ])
+    .status
+    .success());
+    let unpacked = work.path().join("bundle");
+    assert!(run(&[
+        "umoci",
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:b", layout.display()),
+        unpacked.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let manifests = unpacked.join("rootfs/manifests");
+    let csv_path = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("clusterserviceversion"))
+        .unwrap();
+    let csv: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(csv_path).unwrap()).unwrap();
+    let image = csv["spec"]["install"]["spec"]["deployments"][0]["spec"]["template"]["spec"]
+        ["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c["image"].as_str().filter(|i| i.contains("kube-green@")))
+        .expect("the operator image is pinned");
+    assert!(
+        image.starts_with("registry.acme.example/kubegreen/kube-green@sha256:"),
+        "{image}"
+    );
+    assert_eq!(
+        csv["metadata"]["annotations"]["marketplace.example/remote-workflow"],
+        "https://example.com/kube-green-acme/pricing"
+    );
+    let annotations =
+        std::fs::read_to_string(unpacked.join("rootfs/metadata/annotations.yaml")).unwrap();
+    assert!(annotations.contains("kube-green-acme"), "{annotations}");
+    // The related bundles artifact, served as IIB serves it.
+    let served: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}/related_bundles")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, json!([related]));
+
+    // Recursive related bundles from the same bundle: the related one, then the parent.
+    let submitted = post(
+        &server,
+        "/api/v1/builds/recursive-related-bundles",
+        json!({"parent_bundle_image": bundle}),
+    )
+    .await;
+    let id = submitted["id"].as_u64().unwrap();
+    let done = finished(&server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let nested: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}/nested-bundles")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nested = nested.as_array().unwrap();
+    assert_eq!(nested.len(), 2, "{nested:?}");
+    assert_eq!(nested[0], related.as_str());
+    assert!(nested[1]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{host}/kube-green-bundle@sha256:")));
+}

@@ -77,6 +77,11 @@ impl CredentialStore {
         Ok(Self { by_registry })
     }
 
+    /// Adds `other`'s credentials, which win over ours for the same registry.
+    pub fn extend(&mut self, other: CredentialStore) {
+        self.by_registry.extend(other.by_registry);
+    }
+
     pub fn insert(&mut self, registry: &str, credentials: Credentials) {
         self.by_registry.insert(registry.to_string(), credentials);
     }

@@ -3,6 +3,7 @@
 //! (`tasks/`) doing IIB's work with the native registry client and catalog engine.
 
 pub mod index_image;
+pub mod operator_manifest;
 pub mod queue_actor;
 pub mod request_log;
 pub mod runner;
@@ -10,7 +11,7 @@ pub mod settings;
 pub mod tasks;
 
 use crate::command_bus::CommandBus;
-use crate::registry::RegistryClient;
+use crate::registry::{ClientOptions, RegistryClient};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use iib_aggregates::WorkerId;
@@ -43,14 +44,16 @@ fn rand_u32() -> u32 {
 pub async fn run(
     store: Store,
     bus: CommandBus,
-    client: RegistryClient,
+    client_options: ClientOptions,
     settings: WorkerSettings,
     shutdown: Shutdown,
-) {
+) -> Result<(), crate::registry::RegistryError> {
+    let client = RegistryClient::new(client_options.clone())?;
     let runner = Arc::new(Runner {
         store,
         bus,
         client,
+        client_options,
         settings: Arc::new(settings),
         worker: worker_id(),
         shutdown: shutdown.clone(),
@@ -117,4 +120,5 @@ pub async fn run(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
 }

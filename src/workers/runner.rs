@@ -6,7 +6,7 @@ use super::request_log::RequestLog;
 use super::settings::{Queue, WorkerSettings};
 use super::tasks::{self, TaskError};
 use crate::command_bus::{CommandBus, CommandContext, CommandError};
-use crate::registry::RegistryClient;
+use crate::registry::{ClientOptions, RegistryClient};
 use crate::shutdown::Shutdown;
 use crate::store::{Secret, Store, StoreError, WorkItem};
 use chrono::Utc;
@@ -25,6 +25,8 @@ pub struct TaskContext {
     secrets: Vec<Secret>,
     pub bus: CommandBus,
     pub client: RegistryClient,
+    /// What `client` was made from (a request's own credentials make a client of their own).
+    pub client_options: ClientOptions,
     pub settings: Arc<WorkerSettings>,
     pub log: RequestLog,
     pub worker: WorkerId,
@@ -107,6 +109,7 @@ pub struct Runner {
     pub store: Store,
     pub bus: CommandBus,
     pub client: RegistryClient,
+    pub client_options: ClientOptions,
     pub settings: Arc<WorkerSettings>,
     pub worker: WorkerId,
     pub shutdown: Shutdown,
@@ -291,6 +294,7 @@ impl Runner {
             secrets,
             bus: self.bus.clone(),
             client: self.client.clone(),
+            client_options: self.client_options.clone(),
             settings: self.settings.clone(),
             log: log.clone(),
             worker: self.worker.clone(),

@@ -155,6 +155,7 @@ impl WorkerSettings {
                 .map(PathBuf::from),
             recursive_related_bundles_dir: config
                 .text("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
+                .or_else(|| config.text("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR"))
                 .map(PathBuf::from),
             max_recursive_related_bundles: config
                 .integer("IIB_MAX_RECURSIVE_RELATED_BUNDLES")

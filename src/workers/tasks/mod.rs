@@ -1,6 +1,7 @@
 //! One task per request type. A task reports progress and facts through its context and
 //! returns the final `state_reason`, or fails with one.
 
+mod bundle;
 mod greenwave;
 mod index;
 
@@ -26,9 +27,9 @@ pub async fn run(ctx: &TaskContext) -> Result<String, TaskError> {
         RequestParams::AddDeprecations(params) => index::add_deprecations(ctx, params).await,
         RequestParams::FbcOperations(params) => index::fbc_operations(ctx, params).await,
         RequestParams::MergeIndexImage(params) => index::merge_index_image(ctx, params).await,
-        other => Err(TaskError::Failed(format!(
-            "iib does not build {} requests yet",
-            other.request_type().as_str()
-        ))),
+        RequestParams::RegenerateBundle(params) => bundle::regenerate_bundle(ctx, params).await,
+        RequestParams::RecursiveRelatedBundles(params) => {
+            bundle::recursive_related_bundles(ctx, params).await
+        }
     }
 }
