@@ -3,6 +3,7 @@
 //! is the command line.
 
 pub mod api;
+pub mod artifacts;
 pub mod background;
 pub mod bench;
 pub mod catalog;

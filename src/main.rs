@@ -486,7 +486,9 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr} (IIB_LISTEN_ADDR)"))?;
         listener.set_nonblocking(true)?;
-        let settings = iib::api::ApiSettings::from_config(config)?;
+        let mut settings = iib::api::ApiSettings::from_config(config)?;
+        settings.s3 =
+            iib::artifacts::S3Bucket::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
         let tls = match (config.text("IIB_TLS_CERT"), config.text("IIB_TLS_KEY")) {
             (Some(cert), Some(key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)

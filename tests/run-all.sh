@@ -93,9 +93,17 @@ ensure_clients() {
         "$fuzz/bin/pip" install -q 'schemathesis==4.32.5'
     fi
     export SCHEMATHESIS="$fuzz/bin/schemathesis"
+    # A real S3-compatible server for the artifact tests.
+    local moto="$HOME/.cache/iib/moto-venv"
+    if ! "$moto/bin/moto_server" --help >/dev/null 2>&1; then
+        rm -rf "$moto"
+        python3 -m venv "$moto"
+        "$moto/bin/pip" install -q 'moto[server]==5.2.5'
+    fi
+    export MOTO_SERVER="$moto/bin/moto_server"
 }
 
-step "clients and services (iiblib, schemathesis, openssl, docker-registry, skopeo, umoci)"
+step "clients and services (iiblib, schemathesis, moto, openssl, docker-registry, skopeo, umoci)"
 ensure_clients
 echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
 

@@ -944,3 +944,83 @@ async fn regenerate_bundle_applies_the_organizations_customizations() {
         .unwrap()
         .starts_with(&format!("{host}/kube-green-bundle@sha256:")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_go_to_s3_and_are_served_from_there() {
+    let s3 = support::s3::S3Server::start().await;
+    s3.create_bucket("iib-artifacts").await;
+    let world = world(1).await;
+    let host = world.registry.host.clone();
+    let (bundle, related) = bundle_with_references(&host).await;
+    let customizations = json!({"acme": [{"type": "related_bundles"}]}).to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let mut extra: Vec<(String, String)> = s3.env();
+    extra.push(("IIB_AWS_S3_BUCKET_NAME".into(), "iib-artifacts".into()));
+    extra.push(("IIB_ORGANIZATION_CUSTOMIZATIONS".into(), customizations));
+    let extra: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let server = serve(&world, logs.path(), &extra).await;
+    let submitted = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        json!({"from_bundle_image": bundle, "organization": "acme"}),
+    )
+    .await;
+    let id = submitted["id"].as_u64().unwrap();
+    let done = finished(&server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    // The objects under IIB's keys.
+    use iib::artifacts::Artifact;
+    let bucket = s3.bucket("iib-artifacts");
+    assert_eq!(
+        Artifact::RelatedBundles.key(id),
+        format!("related_bundles/{id}_related_bundles.json")
+    );
+    assert_eq!(Artifact::Logs.key(id), format!("request_logs/{id}.log"));
+    let related_object = bucket
+        .get(Artifact::RelatedBundles, id)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the related bundles are not in S3; the bucket holds: {}",
+                String::from_utf8_lossy(&s3.listing("iib-artifacts"))
+            )
+        });
+    assert_eq!(
+        String::from_utf8(related_object).unwrap(),
+        format!("[\"{related}\"]")
+    );
+    // The log is uploaded once the request ended.
+    let started = Instant::now();
+    let log = loop {
+        if let Some(log) = bucket.get(Artifact::Logs, id).await {
+            break String::from_utf8(log).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the log never reached S3"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(log.contains("Regenerating the bundle image"), "{log}");
+    // The API serves them from S3.
+    let served = reqwest::get(server.url(&format!("/api/v1/builds/{id}/logs")))
+        .await
+        .unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    assert_eq!(served.text().await.unwrap(), log);
+    let served: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}/related_bundles")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, json!([related]));
+    // What S3 does not have is 404 (or 410 once expired), as IIB answers.
+    let missing = reqwest::get(server.url("/api/v1/builds/99/logs"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}

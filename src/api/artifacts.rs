@@ -61,6 +61,27 @@ fn body(content_type: &'static str, bytes: Vec<u8>) -> Response {
 }
 
 /// Reads a kept file; `Ok(None)` when it is not there.
+/// An artifact kept in S3: the object, else 410 when the request's data expired, else 404.
+async fn from_s3(
+    state: &ApiState,
+    bucket: &crate::artifacts::S3Bucket,
+    record: &RequestRecord,
+    artifact: crate::artifacts::Artifact,
+    content_type: &'static str,
+) -> ApiResult<Response> {
+    match bucket.get(artifact, record.id).await {
+        Some(bytes) => Ok(body(content_type, bytes)),
+        None if expired(state, record) => Err(ApiError::new(
+            StatusCode::GONE,
+            format!(
+                "The data for the build request {} no longer exist",
+                record.id
+            ),
+        )),
+        None => Err(ApiError::not_found()),
+    }
+}
+
 async fn read(path: PathBuf) -> ApiResult<Option<Vec<u8>>> {
     match tokio::fs::read(&path).await {
         Ok(bytes) => Ok(Some(bytes)),
@@ -83,11 +104,22 @@ async fn read(path: PathBuf) -> ApiResult<Option<Vec<u8>>> {
         (status = 410, description = "Expired", body = crate::api::openapi::ErrorBody),
         (status = 500, description = "Finished but the file is missing", body = crate::api::openapi::ErrorBody)))]
 pub async fn logs(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let Some(dir) = state.api.dirs.logs.clone() else {
+    if state.api.s3.is_none() && state.api.dirs.logs.is_none() {
         return Err(ApiError::not_found());
-    };
+    }
     let record = record(&state, &id).await?;
     require_final(&record, "logs")?;
+    if let Some(bucket) = &state.api.s3 {
+        return from_s3(
+            &state,
+            bucket,
+            &record,
+            crate::artifacts::Artifact::Logs,
+            "text/plain; charset=utf-8",
+        )
+        .await;
+    }
+    let dir = state.api.dirs.logs.clone().expect("checked above");
     match read(dir.join(format!("{}.log", record.id))).await? {
         Some(bytes) => Ok(body("text/plain; charset=utf-8", bytes)),
         None if expired(&state, &record) => Err(ApiError::new(
@@ -115,12 +147,28 @@ pub async fn related_bundles(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let Some(dir) = state.api.dirs.related_bundles.clone() else {
+    if state.api.s3.is_none() && state.api.dirs.related_bundles.is_none() {
         return Err(ApiError::not_found());
-    };
+    }
     let record = record(&state, &id).await?;
     require_type(&record, RequestType::RegenerateBundle)?;
     require_final(&record, "related_bundles")?;
+    if let Some(bucket) = &state.api.s3 {
+        return from_s3(
+            &state,
+            bucket,
+            &record,
+            crate::artifacts::Artifact::RelatedBundles,
+            "application/json",
+        )
+        .await;
+    }
+    let dir = state
+        .api
+        .dirs
+        .related_bundles
+        .clone()
+        .expect("checked above");
     match read(dir.join(format!("{}_related_bundles.json", record.id))).await? {
         Some(bytes) => Ok(body("application/json", bytes)),
         None if expired(&state, &record) => Err(ApiError::new(
@@ -159,6 +207,16 @@ pub async fn nested_bundles(
     let record = record(&state, &id).await?;
     require_type(&record, RequestType::RecursiveRelatedBundles)?;
     require_final(&record, "nested_bundles")?;
+    if let Some(bucket) = &state.api.s3 {
+        return from_s3(
+            &state,
+            bucket,
+            &record,
+            crate::artifacts::Artifact::RecursiveRelatedBundles,
+            "application/json",
+        )
+        .await;
+    }
     let Some(dir) = state.api.dirs.nested_bundles.clone() else {
         return Err(ApiError::not_found());
     };

@@ -45,6 +45,8 @@ pub struct ApiSettings {
     pub rules: validate::Rules,
     pub user_to_queue: Map<String, Value>,
     pub dirs: DataDirs,
+    /// `IIB_AWS_S3_BUCKET_NAME`: artifacts are served from S3 instead of the directories.
+    pub s3: Option<crate::artifacts::S3Bucket>,
 }
 
 /// Where finished requests' files are kept (IIB's `IIB_REQUEST_*_DIR` settings).
@@ -93,6 +95,7 @@ impl ApiSettings {
                         .or_else(|| dir("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR")),
                 }
             },
+            s3: None,
             user_to_queue: config
                 .get("IIB_USER_TO_QUEUE")
                 .and_then(Value::as_object)

@@ -390,6 +390,22 @@ impl Runner {
                     .await;
             }
         }
+        // IIB uploads the request's log to S3 at the end of every run.
+        if let (Some(bucket), Some(path)) = (&self.settings.s3, log.path()) {
+            match tokio::fs::read(path).await {
+                Ok(bytes) => {
+                    if let Err(e) = bucket
+                        .put(crate::artifacts::Artifact::Logs, id, bytes)
+                        .await
+                    {
+                        tracing::error!(request_id = id, error = %e, "uploading the request's log failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = id, error = %e, "cannot read the request's log")
+                }
+            }
+        }
     }
 
     async fn release(&self, id: u64, reason: String) {

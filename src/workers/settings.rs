@@ -66,7 +66,8 @@ pub struct WorkerSettings {
     pub greenwave_config: BTreeMap<String, serde_json::Value>,
     pub organization_customizations: BTreeMap<String, Vec<serde_json::Value>>,
     pub required_labels: BTreeMap<String, String>,
-    pub s3_bucket: Option<String>,
+    /// Where artifacts also go (`IIB_AWS_S3_BUCKET_NAME`).
+    pub s3: Option<crate::artifacts::S3Bucket>,
 }
 
 /// A queue's settings: `IIB_QUEUES` names it, else a queue whose name says "serial" runs one
@@ -165,7 +166,7 @@ impl WorkerSettings {
             greenwave_config: from_json(config, "IIB_GREENWAVE_CONFIG")?,
             organization_customizations: from_json(config, "IIB_ORGANIZATION_CUSTOMIZATIONS")?,
             required_labels: from_json(config, "IIB_REQUIRED_LABELS")?,
-            s3_bucket: config.text("IIB_AWS_S3_BUCKET_NAME").map(str::to_string),
+            s3: crate::artifacts::S3Bucket::from_config(config)?,
         })
     }
 

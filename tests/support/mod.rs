@@ -7,6 +7,7 @@ pub mod bundles;
 pub mod faults;
 pub mod kafka;
 pub mod registry;
+pub mod s3;
 pub mod server;
 pub mod token_issuer;
 

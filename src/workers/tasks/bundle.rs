@@ -324,9 +324,10 @@ async fn adjust(
                 write_artifact(
                     ctx,
                     ctx.settings.related_bundles_dir.as_deref(),
-                    "related_bundles",
+                    crate::artifacts::Artifact::RelatedBundles,
                     related,
-                )?;
+                )
+                .await?;
             }
             "resolve_image_pullspecs" => {
                 if pinned_by_iib {
@@ -378,26 +379,41 @@ async fn resolve_with(client: &RegistryClient, pull_spec: &str) -> Result<String
     Ok(reference.with_digest(digest).to_string())
 }
 
-/// IIB's artifact file `{dir}/{id}_{name}.json`: a JSON list as Python's `json.dump` writes it.
-fn write_artifact(
+/// IIB's artifact file `{dir}/{id}_{name}.json`: a JSON list as Python's `json.dump` writes it,
+/// uploaded to S3 too when a bucket is configured.
+async fn write_artifact(
     ctx: &TaskContext,
     dir: Option<&std::path::Path>,
-    name: &str,
+    artifact: crate::artifacts::Artifact,
     list: &[String],
 ) -> Result<(), TaskError> {
-    let dir = dir.ok_or_else(|| {
-        TaskError::Failed(format!(
-            "The directory for the {name} files is not configured on the workers"
-        ))
-    })?;
+    let name = artifact.prefix();
     let items: Vec<String> = list
         .iter()
         .map(|i| serde_json::to_string(i).expect("strings serialize"))
         .collect();
     let text = format!("[{}]", items.join(", "));
+    if let Some(bucket) = &ctx.settings.s3 {
+        bucket
+            .put(artifact, ctx.id, text.clone().into_bytes())
+            .await
+            .map_err(TaskError::Failed)?;
+        ctx.log.info(format!(
+            "Uploaded the {name} file to the S3 bucket {}",
+            bucket.bucket()
+        ));
+    }
+    let Some(dir) = dir else {
+        if ctx.settings.s3.is_some() {
+            return Ok(());
+        }
+        return Err(TaskError::Failed(format!(
+            "The directory for the {name} files is not configured on the workers"
+        )));
+    };
     std::fs::create_dir_all(dir)
         .map_err(|e| TaskError::Failed(format!("Cannot write the {name} file: {e}")))?;
-    let path = dir.join(format!("{}_{name}.json", ctx.id));
+    let path = dir.join(artifact.file_name(ctx.id));
     std::fs::write(&path, text)
         .map_err(|e| TaskError::Failed(format!("Cannot write {}: {e}", path.display())))?;
     ctx.log
@@ -577,8 +593,9 @@ pub async fn recursive_related_bundles(
     write_artifact(
         ctx,
         ctx.settings.recursive_related_bundles_dir.as_deref(),
-        "recursive_related_bundles",
+        crate::artifacts::Artifact::RecursiveRelatedBundles,
         &result,
-    )?;
+    )
+    .await?;
     Ok("The request completed successfully".into())
 }
