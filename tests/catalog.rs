@@ -2,6 +2,8 @@
 //! catalog of the shared fixtures (`IIB_FIXTURES`, else `../shared/fixtures` beside the clone,
 //! where CI puts it), and small catalogs made here.
 
+mod support;
+
 use iib::catalog::load::load_dir;
 use std::path::PathBuf;
 
@@ -9,19 +11,9 @@ use std::path::PathBuf;
 const SLURM_CHANNELS: usize = 2;
 const SLURM_BUNDLES: usize = 5;
 
+/// The shared fixtures (see `support::bundles::fixtures`).
 fn fixtures() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("IIB_FIXTURES").map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures"
-        ))),
-        Some(PathBuf::from("/work/shared/fixtures")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("catalogs/community-v4.18").is_dir())
+    Some(support::bundles::fixtures())
 }
 
 #[test]

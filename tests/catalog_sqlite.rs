@@ -4,6 +4,8 @@
 //! manifests from the shared fixtures (`IIB_FIXTURES`, else `../shared/fixtures`) and small
 //! hand-made ones.
 
+mod support;
+
 use base64::Engine;
 use iib::catalog::declcfg::DeclarativeConfig;
 use iib::catalog::gojson;
@@ -119,21 +121,7 @@ CREATE TABLE schema_migrations (
 );
 "#;
 
-fn fixtures() -> PathBuf {
-    let candidates = [
-        std::env::var_os("IIB_FIXTURES").map(PathBuf::from),
-        Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures"
-        ))),
-        Some(PathBuf::from("/work/shared/fixtures")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("community-operators/kube-green").is_dir())
-        .expect("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory")
-}
+use support::bundles::fixtures;
 
 /// A bundle as `opm registry add` sees it after parsing its image.
 struct BundleInput {

@@ -12,6 +12,19 @@ use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
 use std::io;
 
+/// The JSON type names Go's decoder uses in its errors (`cannot unmarshal number into ...`).
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// Go's `float64` text (`encoding/json`'s floatEncoder).
 pub fn format_f64(value: f64) -> String {
     let abs = value.abs();

@@ -19,6 +19,7 @@
 
 use super::declcfg::{Bundle, Channel, ChannelEntry, DeclarativeConfig, Property};
 use super::gojson::format_f64;
+use super::gojson::json_kind;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -993,17 +994,6 @@ impl GoContext {
                 ty.name()
             )
         }
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

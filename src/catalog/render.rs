@@ -13,6 +13,7 @@
 //! Pure code over the bundle's files; reading an image is the registry module's work.
 
 use super::declcfg::{Bundle, Icon, Property, RelatedImage, SCHEMA_BUNDLE};
+use super::gojson::json_kind;
 use super::{gojson, gosort};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -284,17 +285,6 @@ fn string_or_empty(value: Option<&Value>, what: &str) -> Result<String, String> 
             "json: cannot unmarshal {} into Go value of type string ({what})",
             json_kind(other)
         )),
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

@@ -45,6 +45,7 @@ use super::declcfg::{
     Bundle, Channel, ChannelEntry, DeclarativeConfig, Icon, Package, Property, RelatedImage,
     SCHEMA_BUNDLE, SCHEMA_CHANNEL, SCHEMA_PACKAGE,
 };
+use super::gojson::json_kind;
 use super::{gojson, gosort, render};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -1174,17 +1175,6 @@ fn go_compact(raw: &str) -> String {
         }
     }
     out
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 fn cannot_unmarshal(value: &Value, go_type: &str) -> String {
