@@ -25,6 +25,7 @@ if [ -z "${IIB_REGISTRY:-}" ]; then
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq docker-registry >/dev/null
     fi
     port="${IIB_LOCAL_REGISTRY_PORT:-5000}"
+    unset IIB_LOCAL_REGISTRY_PORT # ours, not iib's: iib refuses settings it does not know
     mkdir -p "$IIB_DATA_DIR/registry"
     cat > "$IIB_DATA_DIR/registry/config.yml" <<YML
 version: 0.1

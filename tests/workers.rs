@@ -1024,3 +1024,95 @@ async fn artifacts_go_to_s3_and_are_served_from_there() {
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_overwriting_one_index_run_in_order_each_on_its_predecessors_index() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    // A parallel queue: the order comes from the index they share, not from the queue.
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_QUEUES", r#"{"default": {"concurrency": 3}}"#)],
+    )
+    .await;
+    let mut ids = Vec::new();
+    // 0.5.2 replaces 0.5.1 (in the index); 0.6.0 replaces 0.5.2 and 0.7.0 replaces 0.6.0, which
+    // only the requests before them add.
+    for bundle in &world.bundles[6..9] {
+        let submitted = post(
+            &server,
+            "/api/v1/builds/add",
+            json!({
+                "bundles": [bundle],
+                "from_index": world.index,
+                "binary_image": world.binary,
+                "overwrite_from_index": true,
+                "overwrite_from_index_token": "user:secret",
+            }),
+        )
+        .await;
+        ids.push(submitted["id"].as_u64().unwrap());
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let done = finished(&server, *id).await;
+        assert_eq!(done["state"], "complete", "{done}");
+        assert_eq!(done["index_image"], world.index.as_str());
+        let history = events(&server, *id).await;
+        let position = |name: &str| {
+            history
+                .iter()
+                .find(|e| e["event"] == name)
+                .map(|e| e["position"].as_i64().unwrap())
+                .unwrap()
+        };
+        spans.push((position("RequestClaimed"), position("RequestCompleted")));
+        // The token never shows in the request's history.
+        assert!(!serde_json::to_string(&history)
+            .unwrap()
+            .contains("user:secret"));
+    }
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].0,
+            "writers of one index overlapped: {spans:?}"
+        );
+    }
+    // The index now holds the bundles of all three requests.
+    let configs = unpacked_configs(&world.index, "amd64");
+    let names = bundle_names(&configs["kube-green/catalog.json"]);
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert!(names.contains(&"kube-green.v0.7.0".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_time_limit_fails_the_request_with_a_reason() {
+    let world = world(8).await;
+    let slow = support::faults::FaultProxy::start_with(
+        &world.registry.host,
+        0,
+        Duration::from_millis(300),
+    )
+    .await;
+    let via = |spec: &str| spec.replacen(&world.registry.host, &slow.host, 1);
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_QUEUES", r#"{"default": {"time_limit_seconds": 1}}"#)],
+    )
+    .await;
+    let submitted = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [via(&world.bundles[8])], "from_index": via(&world.index), "binary_image": via(&world.binary)}),
+    )
+    .await;
+    let done = finished(&server, submitted["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(
+        done["state_reason"],
+        "The request exceeded the time limit of 1 seconds of the default queue"
+    );
+}
