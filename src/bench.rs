@@ -727,3 +727,157 @@ pub async fn add(
     );
     Ok(())
 }
+
+/// `iib bench kafka`: commits `requests` rm requests (submitted, then completed: two
+/// build.state messages each) on a fresh SQLite store while the relay runs, and times each
+/// message from the commit of its event until a consumer reads it; then times a cold replay
+/// of the whole history.
+pub async fn kafka(brokers: &str, requests: u64) -> Result<()> {
+    use crate::command_bus::{CommandBus, CommandContext, RequestSubmission, Submission};
+    use crate::shutdown::Shutdown;
+    use crate::streaming::messages::Topics;
+    use crate::streaming::relay::{Relay, RelaySettings};
+    use iib_aggregates::params::RmParams;
+    use iib_aggregates::{Actor, BuildRequestCommand};
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir()?;
+    let store = Store::connect(&format!(
+        "sqlite://{}/bench.db?mode=rwc",
+        dir.path().display()
+    ))
+    .await?;
+    store.migrate().await?;
+    let bus = CommandBus::new(store.clone(), Duration::hours(1));
+    let run = format!("{:x}", Utc::now().timestamp_micros());
+    let topics = Topics {
+        build_state: format!("bench.build.state.{run}"),
+        batch_state: format!("bench.batch.state.{run}"),
+        events: None,
+    };
+    let settings = RelaySettings {
+        brokers: brokers.to_string(),
+        topics: topics.clone(),
+        partitions: 3,
+        replication_factor: 1,
+        properties: Vec::new(),
+    };
+    let relay = Relay::new(store.clone(), settings.clone())?;
+    relay.ensure_topics().await?;
+
+    // The consumer notes when each (request, state) message arrives.
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-{run}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    consumer.subscribe(&[topics.build_state.as_str()])?;
+    let arrived: Arc<Mutex<HashMap<(String, String), Instant>>> = Arc::default();
+    let expected = (requests * 2) as usize;
+    let reader = {
+        let arrived = arrived.clone();
+        tokio::spawn(async move {
+            while arrived.lock().expect("lock").len() < expected {
+                let Ok(Ok(message)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(30), consumer.recv()).await
+                else {
+                    break;
+                };
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+                let body: serde_json::Value =
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .unwrap_or_default();
+                let state = body["state"].as_str().unwrap_or("").to_string();
+                arrived
+                    .lock()
+                    .expect("lock")
+                    .entry((key, state))
+                    .or_insert_with(Instant::now);
+            }
+        })
+    };
+    // Let the consumer join its group before the clock starts.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(relay.run(bus.committed(), shutdown.clone()));
+    let mut committed: HashMap<(String, String), Instant> = HashMap::new();
+    eprintln!("committing {requests} requests (2 build.state messages each)");
+    for _ in 0..requests {
+        let submitted = bus
+            .submit(
+                Submission {
+                    user: None,
+                    annotations: None,
+                    requests: vec![RequestSubmission {
+                        params: iib_aggregates::RequestParams::Rm(RmParams {
+                            operators: vec!["bench".into()],
+                            from_index: Some("r/index:v4.18".into()),
+                            ..Default::default()
+                        }),
+                        secrets: vec![],
+                        queue: None,
+                    }],
+                },
+                &CommandContext::default(),
+            )
+            .await?;
+        let id = submitted.requests[0];
+        committed.insert((id.to_string(), "in_progress".into()), Instant::now());
+        bus.execute(
+            id,
+            BuildRequestCommand::Complete {
+                actor: Actor::System,
+                state_reason: "done".into(),
+            },
+            &CommandContext::default(),
+        )
+        .await?;
+        committed.insert((id.to_string(), "complete".into()), Instant::now());
+    }
+    let _ = reader.await;
+    shutdown.trigger();
+    let _ = running.await;
+    let arrived = arrived.lock().expect("lock").clone();
+    let mut latencies: Vec<f64> = committed
+        .iter()
+        .filter_map(|(k, at)| {
+            arrived
+                .get(k)
+                .map(|got| got.saturating_duration_since(*at).as_secs_f64() * 1e3)
+        })
+        .collect();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    if latencies.is_empty() {
+        anyhow::bail!("no message arrived");
+    }
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "commit to consumer: {} of {} messages, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 < 200 ms)",
+        latencies.len(),
+        expected,
+        pct(0.5),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    // A cold replay of the whole history to fresh topics.
+    let mut replay_settings = settings;
+    replay_settings.topics.build_state.push_str(".replay");
+    replay_settings.topics.batch_state.push_str(".replay");
+    let replay = Relay::new(store.clone(), replay_settings)?;
+    replay.ensure_topics().await?;
+    let events = store.read_after(0, i64::MAX).await?.len();
+    let started = Instant::now();
+    let sent = replay.replay(0).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "cold replay --to-kafka: {events} events ({sent} messages) in {seconds:.2} s, {:.0} events/s",
+        events as f64 / seconds
+    );
+    Ok(())
+}

@@ -195,6 +195,14 @@ enum Bench {
         #[arg(long)]
         fixtures: Option<PathBuf>,
     },
+    /// Times the Kafka relay against the broker at BROKERS: commit-to-consumer latency of each
+    /// build.state message, and a cold replay (`deploy/bench-kafka.sh` starts tansu).
+    Kafka {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value_t = 5000)]
+        requests: u64,
+    },
     /// Fills the configured (empty) store with finished requests, for API benchmarks.
     Seed {
         #[arg(long, default_value_t = 10_000)]
@@ -393,6 +401,9 @@ async fn run() -> Result<()> {
                     fixtures,
                 },
         } => iib::bench::add(&registry, packages, bundles, requests, fixtures).await,
+        Command::Bench {
+            bench: Bench::Kafka { brokers, requests },
+        } => iib::bench::kafka(&brokers, requests).await,
         Command::Bench {
             bench: Bench::Seed { requests },
         } => {

@@ -45,13 +45,19 @@ async fn consume_until(
     topics: &[&str],
     done: impl Fn(&[Received]) -> bool,
 ) -> Vec<Received> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &broker.address)
-        .set("group.id", format!("test-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("test-{}-{}", std::process::id(), broker.address),
+        )
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    for (key, value) in &broker.client {
+        config.set(key, value);
+    }
+    let consumer: StreamConsumer = config.create().unwrap();
     consumer.subscribe(topics).unwrap();
     let mut out: Vec<Received> = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -262,4 +268,173 @@ async fn a_relay_killed_mid_stream_loses_nothing_when_it_restarts() {
         assert_eq!(states.len(), 7);
         assert_eq!(states.last().map(String::as_str), Some("complete"));
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 (openssl), in `dir`: (ca, cert, key).
+fn certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=iib test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+async fn complete_rm(bus: &CommandBus) {
+    let id = support::submit_rm(bus, None, "op").await.requests[0];
+    bus.execute(
+        id,
+        BuildRequestCommand::Complete {
+            actor: Actor::System,
+            state_reason: "done".into(),
+        },
+        &CommandContext::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_over_tls_with_the_configured_client_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let broker = Broker::start_tls(&cert, &key, &ca).await;
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    complete_rm(&bus).await;
+    // Settings as IIB_KAFKA_PROPERTIES gives them.
+    let mut relay_settings = settings(&broker);
+    relay_settings.properties = broker.client.clone();
+    let relay = Relay::new(db.store.clone(), relay_settings).unwrap();
+    relay.ensure_topics().await.unwrap();
+    relay.catch_up().await.unwrap();
+    let builds = consume(&broker, &["iib.build.state"], 2).await;
+    let states: Vec<&str> = builds
+        .iter()
+        .map(|(_, _, body, _)| body["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["in_progress", "complete"]);
+    // Without the TLS settings nothing is delivered: the checkpoint stays where it was.
+    let db2 = support::sqlite().await;
+    let bus2 = CommandBus::new(db2.store.clone(), Duration::hours(1));
+    complete_rm(&bus2).await;
+    let mut plain = settings(&broker);
+    plain.properties = vec![("message.timeout.ms".into(), "3000".into())];
+    let relay = Relay::new(db2.store.clone(), plain).unwrap();
+    assert!(
+        relay.catch_up().await.is_err(),
+        "a plain client must not get through a TLS listener"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_on_durable_storage_keeps_and_receives_everything() {
+    use iib::shutdown::Shutdown;
+    use support::kafka::BrokerOptions;
+    // tansu's S3 storage engine on a real S3-compatible server (moto) survives the broker.
+    let s3 = support::s3::S3Server::start().await;
+    s3.create_bucket("tansu").await;
+    let options = BrokerOptions {
+        storage: Some("s3://tansu/".into()),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT".into(), s3.endpoint.clone()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ],
+    };
+    let address = format!("127.0.0.1:{}", support::server::free_port());
+    let mut broker = Broker::start_with(&address, &options).await;
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    let mut relay_settings = settings_for(&address);
+    relay_settings.properties = vec![("message.timeout.ms".into(), "300000".into())];
+    let relay = Relay::new(db.store.clone(), relay_settings).unwrap();
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(relay.run(bus.committed(), shutdown.clone()));
+    for _ in 0..10 {
+        complete_rm(&bus).await;
+    }
+    assert_eq!(consume(&broker, &["iib.build.state"], 20).await.len(), 20);
+    // The broker dies; requests go on; it comes back on the same storage.
+    broker.kill();
+    for _ in 0..10 {
+        complete_rm(&bus).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let broker = Broker::start_with(&address, &options).await;
+    let builds = consume(&broker, &["iib.build.state"], 40).await;
+    for id in 1..=20 {
+        let states: Vec<&str> = builds
+            .iter()
+            .filter(|(_, key, _, _)| key == &id.to_string())
+            .map(|(_, _, body, _)| body["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            states,
+            ["in_progress", "complete"],
+            "request {id}: every message, in order"
+        );
+    }
+    shutdown.trigger();
+    running.await.unwrap();
 }

@@ -72,6 +72,7 @@ ensure_clients() {
     command -v skopeo >/dev/null || missing+=(skopeo)
     command -v umoci >/dev/null || missing+=(umoci)
     command -v zstd >/dev/null || missing+=(zstd)
+    command -v socat >/dev/null || missing+=(socat)
     if ! "$venv/bin/python" -c 'import iiblib' >/dev/null 2>&1; then
         dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
         command -v krb5-config >/dev/null || missing+=(libkrb5-dev)

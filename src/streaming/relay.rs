@@ -11,10 +11,9 @@ use crate::store::{Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -91,9 +90,13 @@ impl RelaySettings {
         }))
     }
 
-    fn client_config(&self) -> ClientConfig {
+    /// The client settings: `defaults` first, then what IIB_KAFKA_PROPERTIES says (which wins).
+    fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
         for (k, v) in &self.properties {
             config.set(k, v);
         }
@@ -110,10 +113,13 @@ pub struct Relay {
 impl Relay {
     pub fn new(store: Store, settings: RelaySettings) -> Result<Self, RelayError> {
         let producer: FutureProducer = settings
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("message.timeout.ms", "30000"),
+                // Send as soon as a message is there: latency matters more than batching.
+                ("linger.ms", "1"),
+            ])
             .create()
             .map_err(|e| RelayError::Kafka(e.to_string()))?;
         Ok(Self {
@@ -127,7 +133,7 @@ impl Relay {
     pub async fn ensure_topics(&self) -> Result<(), RelayError> {
         let admin: AdminClient<DefaultClientContext> = self
             .settings
-            .client_config()
+            .client_config(&[])
             .create()
             .map_err(|e| RelayError::Kafka(e.to_string()))?;
         let topics = &self.settings.topics;
@@ -165,23 +171,48 @@ impl Relay {
         Ok(())
     }
 
-    async fn send(&self, message: &Message) -> Result<(), RelayError> {
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in &message.headers {
-            headers = headers.insert(Header {
-                key,
-                value: value.as_deref(),
-            });
+    /// Enqueues a message; the future resolves when the broker has it. Messages are enqueued in
+    /// order and the producer is idempotent, so one key's messages arrive in order even with
+    /// many in flight.
+    async fn enqueue(&self, message: &Message) -> Result<DeliveryFuture, RelayError> {
+        loop {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in &message.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+            let record = FutureRecord::to(&message.topic)
+                .key(&message.key)
+                .payload(&message.body)
+                .headers(headers);
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // librdkafka's queue is full: let it drain a little.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(RelayError::Kafka(e.to_string())),
+            }
         }
-        let record = FutureRecord::to(&message.topic)
-            .key(&message.key)
-            .payload(&message.body)
-            .headers(headers);
-        self.producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| RelayError::Kafka(e.to_string()))
+    }
+
+    /// Sends `messages` pipelined and waits until the broker has every one.
+    async fn send_all(&self, messages: &[Message]) -> Result<u64, RelayError> {
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in messages {
+            pending.push(self.enqueue(message).await?);
+        }
+        let mut sent = 0;
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => sent += 1,
+                Ok(Err((e, _))) => return Err(RelayError::Kafka(e.to_string())),
+                Err(_) => return Err(RelayError::Kafka("the producer went away".into())),
+            }
+        }
+        Ok(sent)
     }
 
     /// Publishes everything committed after the checkpoint; returns how many events it relayed.
@@ -193,12 +224,13 @@ impl Relay {
             let Some(last) = events.last().map(|e| e.position) else {
                 return Ok(relayed);
             };
+            let mut messages = Vec::new();
             for event in &events {
-                for message in messages_for(&self.store, event, &self.settings.topics).await? {
-                    self.send(&message).await?;
-                }
+                messages.extend(messages_for(&self.store, event, &self.settings.topics).await?);
                 relayed += 1;
             }
+            // The checkpoint moves only once the broker has the whole page.
+            self.send_all(&messages).await?;
             self.store.advance_checkpoint(CHECKPOINT, last).await?;
         }
     }
@@ -213,12 +245,11 @@ impl Relay {
             let Some(last) = events.last().map(|e| e.position) else {
                 return Ok(sent);
             };
+            let mut messages = Vec::new();
             for event in &events {
-                for message in messages_for(&self.store, event, &self.settings.topics).await? {
-                    self.send(&message).await?;
-                    sent += 1;
-                }
+                messages.extend(messages_for(&self.store, event, &self.settings.topics).await?);
             }
+            sent += self.send_all(&messages).await?;
             position = last;
         }
     }
