@@ -1116,3 +1116,136 @@ async fn a_queue_time_limit_fails_the_request_with_a_reason() {
         "The request exceeded the time limit of 1 seconds of the default queue"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn related_images_are_checked_when_asked() {
+    let world = world(9).await;
+    let host = world.registry.host.clone();
+    let (local_bundle, _) = bundle_with_references(&host).await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(&world, logs.path(), &[]).await;
+    // kube-green's own CSV names images on docker.io and gcr.io, which this machine cannot reach.
+    let unreachable = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [world.bundles[9]], "from_index": world.index, "binary_image": world.binary,
+               "check_related_images": true}),
+    )
+    .await;
+    let done = finished(&server, unreachable["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let reason = done["state_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("IIB cannot access the following related images ['docker.io/kubegreen/kube-green:0.7.1'"),
+        "{reason}"
+    );
+    // The same check passes when every image is in reach.
+    let reachable = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [local_bundle], "from_index": world.index, "binary_image": world.binary,
+               "check_related_images": true}),
+    )
+    .await;
+    let done = finished(&server, reachable["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "complete", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_its_requests_and_settles() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(&world, logs.path(), &[]).await;
+    let answer = reqwest::Client::new()
+        .post(server.url("/api/v1/builds/add-rm-batch"))
+        .json(&json!({
+            "annotations": {"msg": "release 1"},
+            "build_requests": [
+                {"bundles": [world.bundles[6]], "from_index": world.index, "binary_image": world.binary},
+                {"operators": ["kube-green"], "from_index": world.index, "binary_image": world.binary},
+            ]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 201);
+    let requests: Vec<Value> = answer.json().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        let done = finished(&server, request["id"].as_u64().unwrap()).await;
+        assert_eq!(done["state"], "complete", "{done}");
+        assert_eq!(done["batch_annotations"], json!({"msg": "release 1"}));
+    }
+    let add = finished(&server, requests[0]["id"].as_u64().unwrap()).await;
+    assert_eq!(
+        bundle_names(
+            &unpacked_configs(add["index_image"].as_str().unwrap(), "amd64")
+                ["kube-green/catalog.json"]
+        )
+        .len(),
+        7
+    );
+    let rm = finished(&server, requests[1]["id"].as_u64().unwrap()).await;
+    assert!(unpacked_configs(rm["index_image"].as_str().unwrap(), "amd64").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_the_request_back_and_the_next_worker_finishes_it() {
+    let world = world(8).await;
+    let slow = support::faults::FaultProxy::start_with(
+        &world.registry.host,
+        0,
+        Duration::from_millis(100),
+    )
+    .await;
+    let via = |spec: &str| spec.replacen(&world.registry.host, &slow.host, 1);
+    let logs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings: BTreeMap<String, String> = [
+        ("IIB_QUEUE_ACTORS", "true"),
+        ("LOGIN_DISABLED", "true"),
+        ("IIB_REGISTRY", slow.host.as_str()),
+        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut server = Server::start_in(data.path(), &settings, false).await;
+    let submitted = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [via(&world.bundles[8])], "from_index": via(&world.index), "binary_image": via(&world.binary)}),
+    )
+    .await;
+    let id = submitted["id"].as_u64().unwrap();
+    let started = Instant::now();
+    loop {
+        let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["state_reason"] != "The request was initiated" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker never started: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = server.terminate();
+    assert!(status.success(), "iib serve stopped with {status}");
+    // A new process takes it at once: the claim was handed back, no lease to wait for.
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let restarted = Instant::now();
+    let done = finished(&server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(restarted.elapsed() < Duration::from_secs(50));
+    let history = events(&server, id).await;
+    assert!(
+        history.iter().any(|e| e["event"] == "ClaimReleased"),
+        "{history:?}"
+    );
+}

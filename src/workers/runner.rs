@@ -22,6 +22,8 @@ pub struct TaskContext {
     pub params: RequestParams,
     /// The queue the request was routed to (`None`: the default queue).
     pub queue: Option<String>,
+    /// Who submitted it.
+    pub user: Option<String>,
     secrets: Vec<Secret>,
     pub bus: CommandBus,
     pub client: RegistryClient,
@@ -291,6 +293,7 @@ impl Runner {
             id,
             params: record.params.clone(),
             queue: record.queue.clone(),
+            user: record.user.clone(),
             secrets,
             bus: self.bus.clone(),
             client: self.client.clone(),

@@ -66,6 +66,9 @@ pub struct WorkerSettings {
     pub greenwave_config: BTreeMap<String, serde_json::Value>,
     pub organization_customizations: BTreeMap<String, Vec<serde_json::Value>>,
     pub required_labels: BTreeMap<String, String>,
+    /// IIB's `iib_related_image_registry_replacement`: per user, registry → replacement, for
+    /// checking related images.
+    pub related_image_registry_replacement: BTreeMap<String, BTreeMap<String, String>>,
     /// Where artifacts also go (`IIB_AWS_S3_BUCKET_NAME`).
     pub s3: Option<crate::artifacts::S3Bucket>,
 }
@@ -166,6 +169,10 @@ impl WorkerSettings {
             greenwave_config: from_json(config, "IIB_GREENWAVE_CONFIG")?,
             organization_customizations: from_json(config, "IIB_ORGANIZATION_CUSTOMIZATIONS")?,
             required_labels: from_json(config, "IIB_REQUIRED_LABELS")?,
+            related_image_registry_replacement: from_json(
+                config,
+                "IIB_RELATED_IMAGE_REGISTRY_REPLACEMENT",
+            )?,
             s3: crate::artifacts::S3Bucket::from_config(config)?,
         })
     }

@@ -96,6 +96,14 @@ impl Server {
 }
 
 impl Server {
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().unwrap()
+    }
+
     /// Kills the process at once (SIGKILL): no shutdown, no hand-back.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

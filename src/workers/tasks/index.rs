@@ -334,6 +334,63 @@ async fn verify_labels(ctx: &TaskContext, resolved: &[String]) -> Result<(), Tas
     Ok(())
 }
 
+/// IIB's `inspect_related_images`: every pull spec the bundles' CSVs name must be readable
+/// (after the submitter's registry replacements).
+async fn check_related_images(ctx: &TaskContext, resolved: &[String]) -> Result<(), TaskError> {
+    use crate::workers::operator_manifest::{distinct, pull_specs};
+    let replacements = ctx
+        .user
+        .as_ref()
+        .and_then(|u| ctx.settings.related_image_registry_replacement.get(u))
+        .cloned()
+        .unwrap_or_default();
+    let mut unreachable = Vec::new();
+    for bundle in resolved {
+        let image = ctx
+            .client
+            .bundle_image(&parse(bundle)?)
+            .await
+            .map_err(|e| {
+                TaskError::Failed(format!("Failed to read the bundle image {bundle}: {e}"))
+            })?;
+        for (path, bytes) in &image.files {
+            let is_yaml = path.ends_with(".yaml") || path.ends_with(".yml");
+            if !path.starts_with("manifests/") || !is_yaml {
+                continue;
+            }
+            let csv: serde_json::Value = serde_yaml_ng::from_slice(bytes).map_err(|e| {
+                TaskError::Failed(format!(
+                    "The Operator Manifest is not in a valid YAML format: {e}"
+                ))
+            })?;
+            if csv["kind"] != "ClusterServiceVersion" {
+                continue;
+            }
+            for name in distinct(&pull_specs(&csv).map_err(TaskError::Failed)?) {
+                let mut spec = name.to_str();
+                if let Some(new) = name.registry.as_deref().and_then(|r| replacements.get(r)) {
+                    spec = spec.replace(name.registry.as_deref().unwrap_or_default(), new);
+                }
+                let reachable = match spec.parse::<crate::registry::Reference>() {
+                    Ok(reference) => ctx.client.resolve(&reference).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !reachable && !unreachable.contains(&spec) {
+                    unreachable.push(spec);
+                }
+            }
+        }
+    }
+    if unreachable.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unreachable.iter().map(|s| format!("'{s}'")).collect();
+    Err(TaskError::Failed(format!(
+        "IIB cannot access the following related images [{}]",
+        listed.join(", ")
+    )))
+}
+
 pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskError> {
     ctx.progress("Resolving the bundles").await?;
     let mut resolved = Vec::with_capacity(params.bundles.len());
@@ -341,6 +398,9 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         resolved.push(resolve(ctx, bundle).await?);
     }
     verify_labels(ctx, &resolved).await?;
+    if params.check_related_images == Some(true) {
+        check_related_images(ctx, &resolved).await?;
+    }
     super::greenwave::gate(ctx, &resolved).await?;
     let prepared = prepare(
         ctx,
