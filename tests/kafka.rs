@@ -167,17 +167,7 @@ async fn nothing_is_lost_while_the_broker_is_down() {
     // The broker is down: requests go on regardless.
     let requests = 100;
     for _ in 0..requests {
-        let id = support::submit_rm(&bus, None, "op").await.requests[0];
-        bus.execute(
-            id,
-            BuildRequestCommand::Complete {
-                actor: Actor::System,
-                state_reason: "done".into(),
-            },
-            &CommandContext::default(),
-        )
-        .await
-        .unwrap();
+        complete_rm(&bus).await;
     }
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // The broker comes up on the same address.
@@ -270,74 +260,6 @@ async fn a_relay_killed_mid_stream_loses_nothing_when_it_restarts() {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 (openssl), in `dir`: (ca, cert, key).
-fn certificates(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=iib test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.cnf",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
 async fn complete_rm(bus: &CommandBus) {
     let id = support::submit_rm(bus, None, "op").await.requests[0];
     bus.execute(
@@ -355,7 +277,7 @@ async fn complete_rm(bus: &CommandBus) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_over_tls_with_the_configured_client_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path());
+    let (ca, cert, key) = support::tls::certificates(dir.path());
     let broker = Broker::start_tls(&cert, &key, &ca).await;
     let db = support::sqlite().await;
     let bus = CommandBus::new(db.store.clone(), Duration::hours(1));

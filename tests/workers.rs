@@ -664,10 +664,18 @@ async fn a_serial_queue_runs_one_request_at_a_time_in_submission_order() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_survives_a_kill_9_of_its_worker() {
-    let world = world(8).await;
-    // Every registry call takes 100 ms: the build is slow enough to be killed midway.
+/// An add request caught mid-build: every registry call goes through a proxy that answers
+/// 100 ms late, and `iib serve` (on a data directory that outlives it) has started the request.
+struct MidBuild {
+    _slow: support::faults::FaultProxy,
+    _logs: tempfile::TempDir,
+    data: tempfile::TempDir,
+    settings: BTreeMap<String, String>,
+    server: Server,
+    id: u64,
+}
+
+async fn mid_build(world: &World, extra: &[(&str, &str)]) -> MidBuild {
     let slow = support::faults::FaultProxy::start_with(
         &world.registry.host,
         0,
@@ -677,17 +685,19 @@ async fn a_request_survives_a_kill_9_of_its_worker() {
     let via = |spec: &str| spec.replacen(&world.registry.host, &slow.host, 1);
     let logs = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let settings: BTreeMap<String, String> = [
+    let mut settings: BTreeMap<String, String> = [
         ("IIB_QUEUE_ACTORS", "true"),
         ("LOGIN_DISABLED", "true"),
         ("IIB_REGISTRY", slow.host.as_str()),
         ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
-        ("IIB_WORKER_LEASE_SECONDS", "5"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let mut server = Server::start_in(data.path(), &settings, false).await;
+    for (k, v) in extra {
+        settings.insert(k.to_string(), v.to_string());
+    }
+    let server = Server::start_in(data.path(), &settings, false).await;
     let submitted = post(
         &server,
         "/api/v1/builds/add",
@@ -695,7 +705,6 @@ async fn a_request_survives_a_kill_9_of_its_worker() {
     )
     .await;
     let id = submitted["id"].as_u64().unwrap();
-    // Wait until the worker is into the build, then kill it.
     let started = Instant::now();
     loop {
         let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
@@ -713,17 +722,31 @@ async fn a_request_survives_a_kill_9_of_its_worker() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    server.kill9();
+    MidBuild {
+        _slow: slow,
+        _logs: logs,
+        data,
+        settings,
+        server,
+        id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_survives_a_kill_9_of_its_worker() {
+    let world = world(8).await;
+    let mut run = mid_build(&world, &[("IIB_WORKER_LEASE_SECONDS", "5")]).await;
+    run.server.kill9();
     let killed_at = Instant::now();
-    let server = Server::start_in(data.path(), &settings, false).await;
-    let done = finished(&server, id).await;
+    let server = Server::start_in(run.data.path(), &run.settings, false).await;
+    let done = finished(&server, run.id).await;
     assert_eq!(done["state"], "complete", "{done}");
     assert!(
         killed_at.elapsed() < Duration::from_secs(90),
         "took {:?}",
         killed_at.elapsed()
     );
-    let history = events(&server, id).await;
+    let history = events(&server, run.id).await;
     let claims: Vec<&Value> = history
         .iter()
         .filter(|e| e["event"] == "RequestClaimed")
@@ -1192,58 +1215,16 @@ async fn a_batch_runs_its_requests_and_settles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_request_back_and_the_next_worker_finishes_it() {
     let world = world(8).await;
-    let slow = support::faults::FaultProxy::start_with(
-        &world.registry.host,
-        0,
-        Duration::from_millis(100),
-    )
-    .await;
-    let via = |spec: &str| spec.replacen(&world.registry.host, &slow.host, 1);
-    let logs = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let settings: BTreeMap<String, String> = [
-        ("IIB_QUEUE_ACTORS", "true"),
-        ("LOGIN_DISABLED", "true"),
-        ("IIB_REGISTRY", slow.host.as_str()),
-        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut server = Server::start_in(data.path(), &settings, false).await;
-    let submitted = post(
-        &server,
-        "/api/v1/builds/add",
-        json!({"bundles": [via(&world.bundles[8])], "from_index": via(&world.index), "binary_image": via(&world.binary)}),
-    )
-    .await;
-    let id = submitted["id"].as_u64().unwrap();
-    let started = Instant::now();
-    loop {
-        let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["state_reason"] != "The request was initiated" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the worker never started: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = server.terminate();
+    let mut run = mid_build(&world, &[]).await;
+    let status = run.server.terminate();
     assert!(status.success(), "iib serve stopped with {status}");
     // A new process takes it at once: the claim was handed back, no lease to wait for.
-    let server = Server::start_in(data.path(), &settings, false).await;
+    let server = Server::start_in(run.data.path(), &run.settings, false).await;
     let restarted = Instant::now();
-    let done = finished(&server, id).await;
+    let done = finished(&server, run.id).await;
     assert_eq!(done["state"], "complete", "{done}");
     assert!(restarted.elapsed() < Duration::from_secs(50));
-    let history = events(&server, id).await;
+    let history = events(&server, run.id).await;
     assert!(
         history.iter().any(|e| e["event"] == "ClaimReleased"),
         "{history:?}"

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod registry;
 pub mod s3;
 pub mod server;
+pub mod tls;
 pub mod token_issuer;
 
 use iib::store::Store;
