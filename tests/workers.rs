@@ -1230,3 +1230,29 @@ async fn sigterm_hands_the_request_back_and_the_next_worker_finishes_it() {
         "{history:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binaryless_index_holds_only_the_catalog() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(&world, logs.path(), &[]).await;
+    let submitted = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [world.bundles[6]], "from_index": world.index, "binary_image": "scratch"}),
+    )
+    .await;
+    let done = finished(&server, submitted["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["binary_image_resolved"], "scratch");
+    assert_eq!(done["arches"], json!(["amd64"]));
+    let pushed = done["index_image"].as_str().unwrap();
+    let inspected = skopeo_inspect(pushed, "amd64").unwrap();
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        inspected["Labels"]["operators.operatorframework.io.index.configs.v1"],
+        "/configs"
+    );
+    let configs = unpacked_configs(pushed, "amd64");
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 7);
+}

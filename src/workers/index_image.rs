@@ -163,7 +163,6 @@ pub async fn build_and_push(
         .push_target(ctx.id)
         .map_err(TaskError::Failed)?;
     let target = parse(&target_spec)?;
-    let base = parse(binary_image)?;
     let files: BTreeMap<String, Vec<u8>> = to_files(catalog, Format::Json)
         .map_err(|e| TaskError::Failed(e.to_string()))?
         .into_iter()
@@ -187,6 +186,10 @@ pub async fn build_and_push(
         working_dir: None,
         created_by: format!("iib request {}: the index catalog", ctx.id),
     };
+    if binary_image == "scratch" {
+        return push_binaryless(ctx, &target, &target_spec, catalog_layer, &changes).await;
+    }
+    let base = parse(binary_image)?;
     let arches: Vec<String> = arches.iter().cloned().collect();
     let built = ctx
         .client
@@ -199,6 +202,61 @@ pub async fn build_and_push(
         })?;
     let resolved = target.with_digest(built.index).to_string();
     Ok((target_spec, resolved))
+}
+
+/// A binaryless index: one amd64 image of the catalog layer alone, under an image index.
+async fn push_binaryless(
+    ctx: &TaskContext,
+    target: &crate::registry::Reference,
+    target_spec: &str,
+    catalog_layer: crate::registry::build::Layer,
+    changes: &ConfigChanges,
+) -> Result<(String, String), TaskError> {
+    use crate::registry::manifest::Platform;
+    let fail =
+        |e: String| TaskError::Failed(format!("Failed to build the binaryless index image: {e}"));
+    ctx.client
+        .push_blob(
+            target,
+            &catalog_layer.digest,
+            catalog_layer.blob.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": changes.labels},
+        "rootfs": {"type": "layers", "diff_ids": [catalog_layer.diff_id]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": changes.created_by}],
+        "created": "1970-01-01T00:00:00Z",
+    });
+    let platform = Platform {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        variant: None,
+    };
+    let (entry, _) = ctx
+        .client
+        .push_arch_image(
+            target,
+            platform,
+            &config,
+            vec![catalog_layer.descriptor()],
+            None,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let digest = ctx
+        .client
+        .push_index(target, &target.target(), vec![entry], None)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok((
+        target_spec.to_string(),
+        target.with_digest(digest).to_string(),
+    ))
 }
 
 /// Tags the pushed index image with each of `tags` in the push target's repository.

@@ -116,38 +116,38 @@ async fn prepare(
         &distribution_scope,
         Some(&ocp_version),
     )?;
-    if binary_image == "scratch" {
-        return Err(TaskError::Failed(
-            "Binaryless (scratch) index images are not supported by iib yet; give a binary_image"
-                .into(),
-        ));
-    }
-    let mut arches: BTreeSet<String> = add_arches.iter().cloned().collect();
-    if let Some(contents) = &contents {
-        arches.extend(contents.arches.iter().cloned());
-    }
-    for index in other_indexes {
-        let resolved = resolve(ctx, index).await?;
-        arches.extend(arches_of(ctx, &resolved).await?);
-    }
-    if arches.is_empty() {
-        return Err(TaskError::Failed(
-            "No arches were provided to build the index image".into(),
-        ));
-    }
-    let binary_image_resolved = resolve(ctx, &binary_image).await?;
-    let offered = arches_of(ctx, &binary_image_resolved).await?;
-    let missing: Vec<&str> = arches
-        .iter()
-        .filter(|a| !offered.contains(*a))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(TaskError::Failed(format!(
-            "The binary image is not available for the following arches: {}",
-            missing.join(", ")
-        )));
-    }
+    // A binaryless index (IIB's "scratch") is amd64 only and holds nothing but the catalog.
+    let (arches, binary_image_resolved) = if binary_image == "scratch" {
+        (BTreeSet::from(["amd64".to_string()]), "scratch".to_string())
+    } else {
+        let mut arches: BTreeSet<String> = add_arches.iter().cloned().collect();
+        if let Some(contents) = &contents {
+            arches.extend(contents.arches.iter().cloned());
+        }
+        for index in other_indexes {
+            let resolved = resolve(ctx, index).await?;
+            arches.extend(arches_of(ctx, &resolved).await?);
+        }
+        if arches.is_empty() {
+            return Err(TaskError::Failed(
+                "No arches were provided to build the index image".into(),
+            ));
+        }
+        let binary_image_resolved = resolve(ctx, &binary_image).await?;
+        let offered = arches_of(ctx, &binary_image_resolved).await?;
+        let missing: Vec<&str> = arches
+            .iter()
+            .filter(|a| !offered.contains(*a))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(TaskError::Failed(format!(
+                "The binary image is not available for the following arches: {}",
+                missing.join(", ")
+            )));
+        }
+        (arches, binary_image_resolved)
+    };
     // The new index keeps the delivery labels of the one it came from.
     let mut labels = BTreeMap::new();
     labels.insert(DELIVERY_VERSION_LABEL.to_string(), ocp_version);
