@@ -1046,6 +1046,8 @@ mod tests {
             skip_range: String::new(),
             substitutes_for: String::new(),
             icon: None,
+            removed_apis: Vec::new(),
+            csv_olm_properties: None,
         }
     }
 

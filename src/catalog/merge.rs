@@ -86,6 +86,8 @@ pub fn rendered_from_catalog(config: &DeclarativeConfig, bundle: &Bundle) -> Ren
         skip_range,
         substitutes_for: String::new(),
         icon: None,
+        removed_apis: Vec::new(),
+        csv_olm_properties: None,
     }
 }
 

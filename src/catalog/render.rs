@@ -68,6 +68,11 @@ pub struct RenderedBundle {
     pub skip_range: String,
     /// The CSV's `olm.substitutesFor` annotation ("" when none).
     pub substitutes_for: String,
+    /// The manifests that use Kubernetes APIs removed in 1.22 (`kind apiVersion`), which make
+    /// IIB cap the bundle with `olm.maxOpenShiftVersion`.
+    pub removed_apis: Vec<String>,
+    /// The CSV's `olm.properties` annotation, as written.
+    pub csv_olm_properties: Option<String>,
     /// The CSV's first icon, which opm gives the package when this bundle heads its default
     /// channel.
     pub icon: Option<Icon>,
@@ -588,8 +593,104 @@ pub fn render_bundle<'a>(
         skips,
         skip_range: annotation_of("olm.skipRange"),
         substitutes_for: annotation_of("olm.substitutesFor"),
+        removed_apis: objects.iter().filter_map(removed_api).collect(),
+        csv_olm_properties: csv_annotations
+            .get("olm.properties")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         icon: icon_of(&csv_spec),
     })
+}
+
+/// `kind apiVersion` of a manifest using an API Kubernetes 1.22 removed (operator-sdk's
+/// community validation: v1beta1 CRDs and the beta RBAC, admission, coordination, networking,
+/// storage, certificates, scheduling and API registration kinds).
+fn removed_api(object: &Value) -> Option<String> {
+    let api = str_field(object, "apiVersion");
+    let kind = str_field(object, "kind");
+    let removed = match api {
+        "apiextensions.k8s.io/v1beta1" => kind == "CustomResourceDefinition",
+        "scheduling.k8s.io/v1beta1" => kind == "PriorityClass",
+        "rbac.authorization.k8s.io/v1beta1" => {
+            matches!(
+                kind,
+                "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+            )
+        }
+        "apiregistration.k8s.io/v1beta1" => kind == "APIService",
+        "authentication.k8s.io/v1beta1" => kind == "TokenReview",
+        "authorization.k8s.io/v1beta1" => kind.ends_with("SubjectAccessReview"),
+        "admissionregistration.k8s.io/v1beta1" => {
+            matches!(
+                kind,
+                "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration"
+            )
+        }
+        "coordination.k8s.io/v1beta1" => kind == "Lease",
+        "extensions/v1beta1" => kind == "Ingress",
+        "networking.k8s.io/v1beta1" => matches!(kind, "Ingress" | "IngressClass"),
+        "storage.k8s.io/v1beta1" => {
+            matches!(
+                kind,
+                "CSIDriver" | "CSINode" | "StorageClass" | "VolumeAttachment"
+            )
+        }
+        "certificates.k8s.io/v1beta1" => kind == "CertificateSigningRequest",
+        _ => false,
+    };
+    removed.then(|| format!("{kind} {api}"))
+}
+
+/// Whether IIB caps this bundle with `olm.maxOpenShiftVersion: 4.8` (`add_max_ocp_version_property`):
+/// it uses removed APIs and its CSV does not already cap it below 4.9.
+pub fn needs_max_openshift_version(bundle: &RenderedBundle) -> bool {
+    if bundle.removed_apis.is_empty() {
+        return false;
+    }
+    let capped_below_4_9 = bundle
+        .csv_olm_properties
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|list| {
+            list.as_array()?
+                .iter()
+                .find(|p| p["type"] == "olm.maxOpenShiftVersion")
+                .map(|p| {
+                    let text = match &p["value"] {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let mut parts = text
+                        .split('.')
+                        .map(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+                    let (major, minor) =
+                        (parts.next().unwrap_or(u64::MAX), parts.next().unwrap_or(0));
+                    (major, minor) < (4, 9)
+                })
+        })
+        .unwrap_or(false);
+    !capped_below_4_9
+}
+
+/// Adds IIB's `olm.maxOpenShiftVersion: 4.8` property where opm's order puts it.
+pub fn add_max_openshift_version(bundle: &mut Bundle) {
+    let property = Property {
+        kind: "olm.maxOpenShiftVersion".into(),
+        value: serde_json::json!(4.8),
+    };
+    if bundle.properties.iter().any(|p| p.kind == property.kind) {
+        return;
+    }
+    let at = bundle
+        .properties
+        .iter()
+        .position(|p| {
+            p.kind == "olm.bundle.object"
+                || p.kind == "olm.csv.metadata"
+                || p.kind.as_str() > property.kind.as_str()
+        })
+        .unwrap_or(bundle.properties.len());
+    bundle.properties.insert(at, property);
 }
 
 /// opm's `getRelatedImages`, then Render's sort by image.
@@ -839,4 +940,77 @@ pub fn csv_metadata_of(csv: &Value) -> Value {
     put("nativeAPIs", Kind::List(GVK), field(spec, "nativeAPIs"));
     put("provider", Kind::Struct(APP_LINK), field(spec, "provider"));
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(crd_api: &str, olm_properties: Option<&str>) -> Vec<(String, Vec<u8>)> {
+        let annotations = match olm_properties {
+            Some(p) => format!("    olm.properties: '{p}'\n"),
+            None => String::new(),
+        };
+        let csv = format!(
+            "apiVersion: operators.coreos.com/v1alpha1\nkind: ClusterServiceVersion\nmetadata:\n  name: demo.v1.0.0\n  annotations:\n    x: y\n{annotations}spec:\n  version: 1.0.0\n  customresourcedefinitions:\n    owned:\n    - name: widgets.example.com\n      version: v1\n      kind: Widget\n"
+        );
+        let crd = format!(
+            "apiVersion: {crd_api}\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  names:\n    kind: Widget\n    plural: widgets\n  versions:\n  - name: v1\n"
+        );
+        vec![
+            ("manifests/csv.yaml".into(), csv.into_bytes()),
+            ("manifests/crd.yaml".into(), crd.into_bytes()),
+            (
+                "metadata/annotations.yaml".into(),
+                b"annotations:\n  operators.operatorframework.io.bundle.package.v1: demo\n  operators.operatorframework.io.bundle.channels.v1: stable\n".to_vec(),
+            ),
+        ]
+    }
+
+    fn render(files: &[(String, Vec<u8>)]) -> RenderedBundle {
+        render_bundle(
+            files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+            "registry.example/demo-bundle:1",
+            ObjectsAs::CsvMetadata,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn bundles_on_removed_apis_are_capped_at_openshift_4_8_as_iib_does() {
+        let old = render(&files("apiextensions.k8s.io/v1beta1", None));
+        assert_eq!(
+            old.removed_apis,
+            vec!["CustomResourceDefinition apiextensions.k8s.io/v1beta1"]
+        );
+        assert!(needs_max_openshift_version(&old));
+        let mut bundle = old.bundle.clone();
+        add_max_openshift_version(&mut bundle);
+        let kinds: Vec<&str> = bundle.properties.iter().map(|p| p.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "olm.gvk",
+                "olm.maxOpenShiftVersion",
+                "olm.package",
+                "olm.csv.metadata"
+            ]
+        );
+        assert_eq!(bundle.properties[1].value, serde_json::json!(4.8));
+        // Already capped below 4.9, or on current APIs: left alone.
+        let capped = render(&files(
+            "apiextensions.k8s.io/v1beta1",
+            Some(r#"[{"type": "olm.maxOpenShiftVersion", "value": "4.8"}]"#),
+        ));
+        assert!(!needs_max_openshift_version(&capped));
+        let too_high = render(&files(
+            "apiextensions.k8s.io/v1beta1",
+            Some(r#"[{"type": "olm.maxOpenShiftVersion", "value": "4.10"}]"#),
+        ));
+        assert!(needs_max_openshift_version(&too_high));
+        assert!(!needs_max_openshift_version(&render(&files(
+            "apiextensions.k8s.io/v1",
+            None
+        ))));
+    }
 }

@@ -411,7 +411,18 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         params.distribution_scope.as_deref(),
     )
     .await?;
-    let rendered = render_bundles(ctx, &resolved).await?;
+    let mut rendered = render_bundles(ctx, &resolved).await?;
+    // IIB's add_max_ocp_version_property.
+    for bundle in &mut rendered {
+        if crate::catalog::render::needs_max_openshift_version(bundle) {
+            ctx.log.info(format!(
+                "The bundle {} uses APIs removed in Kubernetes 1.22 ({}): capping it with olm.maxOpenShiftVersion 4.8",
+                bundle.bundle.name,
+                bundle.removed_apis.join(", ")
+            ));
+            crate::catalog::render::add_max_openshift_version(&mut bundle.bundle);
+        }
+    }
     // bundle_mapping: each package's bundles as submitted.
     let mut mapping: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (submitted, bundle) in params.bundles.iter().zip(&rendered) {
