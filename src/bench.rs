@@ -495,23 +495,9 @@ async fn push_files_image(
     files: &std::collections::BTreeMap<String, Vec<u8>>,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
-    use crate::registry::build::layer;
-    use crate::registry::manifest::Platform;
-    let l = layer(files);
-    client
-        .push_blob(reference, &l.digest, l.blob.clone(), None)
-        .await?;
-    let config = json!({
-        "architecture": "amd64", "os": "linux", "config": {"Labels": labels},
-        "rootfs": {"type": "layers", "diff_ids": [l.diff_id]},
-    });
-    let platform = Platform {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        variant: None,
-    };
-    let (entry, _) = client
-        .push_arch_image(reference, platform, &config, vec![l.descriptor()], None)
+    let layer = crate::registry::build::layer(files);
+    let entry = client
+        .push_layer_image(reference, "amd64", &layer, labels, "iib bench")
         .await?;
     let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
     client

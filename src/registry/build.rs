@@ -234,6 +234,37 @@ impl RegistryClient {
         Ok((entry, uploaded))
     }
 
+    /// Pushes an image of one layer for `arch` (the layer blob, a config carrying `labels`, a
+    /// manifest) into `target`'s repository; returns its index entry, for `push_index`.
+    pub async fn push_layer_image(
+        &self,
+        target: &Reference,
+        arch: &str,
+        layer: &Layer,
+        labels: &BTreeMap<String, String>,
+        created_by: &str,
+    ) -> Result<Descriptor, RegistryError> {
+        self.push_blob(target, &layer.digest, layer.blob.clone(), None)
+            .await?;
+        let config = json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+            "history": [{"created": CREATED, "created_by": created_by}],
+            "created": CREATED,
+        });
+        let platform = Platform {
+            architecture: arch.to_string(),
+            os: "linux".into(),
+            variant: None,
+        };
+        let (entry, _) = self
+            .push_arch_image(target, platform, &config, vec![layer.descriptor()], None)
+            .await?;
+        Ok(entry)
+    }
+
     /// Pushes an OCI image index of `entries` under `tag`; returns its digest.
     pub async fn push_index(
         &self,

@@ -212,47 +212,25 @@ async fn push_binaryless(
     catalog_layer: crate::registry::build::Layer,
     changes: &ConfigChanges,
 ) -> Result<(String, String), TaskError> {
-    use crate::registry::manifest::Platform;
-    let fail =
-        |e: String| TaskError::Failed(format!("Failed to build the binaryless index image: {e}"));
-    ctx.client
-        .push_blob(
-            target,
-            &catalog_layer.digest,
-            catalog_layer.blob.clone(),
-            None,
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Labels": changes.labels},
-        "rootfs": {"type": "layers", "diff_ids": [catalog_layer.diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": changes.created_by}],
-        "created": "1970-01-01T00:00:00Z",
-    });
-    let platform = Platform {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        variant: None,
+    let fail = |e: crate::registry::RegistryError| {
+        TaskError::Failed(format!("Failed to build the binaryless index image: {e}"))
     };
-    let (entry, _) = ctx
+    let entry = ctx
         .client
-        .push_arch_image(
+        .push_layer_image(
             target,
-            platform,
-            &config,
-            vec![catalog_layer.descriptor()],
-            None,
+            "amd64",
+            &catalog_layer,
+            &changes.labels,
+            &changes.created_by,
         )
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(fail)?;
     let digest = ctx
         .client
         .push_index(target, &target.target(), vec![entry], None)
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(fail)?;
     Ok((
         target_spec.to_string(),
         target.with_digest(digest).to_string(),

@@ -3,7 +3,6 @@
 //! layer holding `manifests/` and `metadata/`, labels from `metadata/annotations.yaml`).
 
 use iib::registry::build::layer;
-use iib::registry::manifest::Platform;
 use iib::registry::{Reference, RegistryClient};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,23 +98,8 @@ pub async fn push_bundle_with_labels(
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
         .chain(extra.clone())
         .collect();
-    let layer = layer(&files);
-    client
-        .push_blob(reference, &layer.digest, layer.blob.clone(), None)
-        .await
-        .unwrap();
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Labels": labels},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-    });
-    let platform = Platform {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        variant: None,
-    };
-    let (entry, _) = client
-        .push_arch_image(reference, platform, &config, vec![layer.descriptor()], None)
+    let entry = client
+        .push_layer_image(reference, "amd64", &layer(&files), &labels, "bundle")
         .await
         .unwrap();
     client
@@ -137,26 +121,12 @@ pub async fn push_binary_image(client: &RegistryClient, reference: &Reference, a
             "bin/opm".to_string(),
             format!("#!/bin/sh\necho opm for {arch}\n").into_bytes(),
         )]);
-        let layer = layer(&files);
-        client
-            .push_blob(reference, &layer.digest, layer.blob.clone(), None)
-            .await
-            .unwrap();
-        let config = serde_json::json!({
-            "architecture": arch, "os": "linux",
-            "config": {"Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        });
-        let platform = Platform {
-            architecture: arch.to_string(),
-            os: "linux".into(),
-            variant: None,
-        };
-        let (entry, _) = client
-            .push_arch_image(reference, platform, &config, vec![layer.descriptor()], None)
-            .await
-            .unwrap();
-        entries.push(entry);
+        entries.push(
+            client
+                .push_layer_image(reference, arch, &layer(&files), &BTreeMap::new(), "opm")
+                .await
+                .unwrap(),
+        );
     }
     client
         .push_index(reference, reference.tag.as_deref().unwrap(), entries, None)
