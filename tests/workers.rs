@@ -390,6 +390,11 @@ async fn rm_and_create_empty_index_requests() {
 
 /// An index image of `bundles` (pull specs, pinned here) at `target`, on the world's binary.
 async fn index_of(world: &World, bundles: &[String], target: &str) {
+    index_for(world, bundles, target, "v4.18").await;
+}
+
+/// `index_of` for the OpenShift version `ocp` (its delivery label).
+async fn index_for(world: &World, bundles: &[String], target: &str, ocp: &str) {
     let client = RegistryClient::new(ClientOptions::default()).unwrap();
     let mut sources = Sources::new(ClientOptions::default());
     let mut rendered = Vec::new();
@@ -415,7 +420,7 @@ async fn index_of(world: &World, bundles: &[String], target: &str) {
         &target.parse().unwrap(),
         &["amd64", "arm64"],
         &catalog,
-        "v4.18",
+        ocp,
     )
     .await;
 }
@@ -438,12 +443,22 @@ async fn fragments_deprecations_and_merges_build_as_iib_does() {
     .await;
     let fragment = format!("{}/fragment:1", world.registry.host);
     index_of(&world, &[libredb_bundle], &fragment).await;
-    // A merge target holding two more kube-green bundles than the index.
-    let target = format!("{}/target-index:v4.18", world.registry.host);
-    index_of(&world, &world.bundles[..8], &target).await;
+    // Merge targets holding two more kube-green bundles than the index, for OpenShift 4.17
+    // (which 0.6.0's com.redhat.openshift.versions 4.10-4.17 admits) and 4.18 (which it does
+    // not). The other bundles carry no such label: the allow list lets them through.
+    let target = format!("{}/target-index:v4.17", world.registry.host);
+    index_for(&world, &world.bundles[..8], &target, "v4.17").await;
+    let newer_target = format!("{}/target-index:v4.18", world.registry.host);
+    index_for(&world, &world.bundles[..8], &newer_target, "v4.18").await;
+    let allow = format!(r#"["{}"]"#, world.registry.host);
 
     let logs = tempfile::tempdir().unwrap();
-    let server = serve(&world, logs.path(), &[]).await;
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_NO_OCP_LABEL_ALLOW_LIST", allow.as_str())],
+    )
+    .await;
     let fbc = post(
         &server,
         "/api/v1/builds/fbc-operations",
@@ -462,7 +477,15 @@ async fn fragments_deprecations_and_merges_build_as_iib_does() {
     let merge = post(
         &server,
         "/api/v1/builds/merge-index-image",
-        json!({"source_from_index": world.index, "target_index": target, "binary_image": world.binary}),
+        json!({"source_from_index": world.index, "target_index": target, "binary_image": world.binary,
+               "ignore_bundle_ocp_version": true}),
+    )
+    .await;
+    let newer_merge = post(
+        &server,
+        "/api/v1/builds/merge-index-image",
+        json!({"source_from_index": world.index, "target_index": newer_target, "binary_image": world.binary,
+               "ignore_bundle_ocp_version": true}),
     )
     .await;
 
@@ -512,6 +535,15 @@ async fn fragments_deprecations_and_merges_build_as_iib_does() {
         .as_str()
         .unwrap()
         .contains("@sha256:"));
+    // For 4.18, 0.6.0 is deprecated as IIB does (the newest such bundle of its package); it
+    // heads the default channel and every channel, so the package goes.
+    let done = finished(&server, newer_merge["id"].as_u64().unwrap()).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let configs = unpacked_configs(done["index_image"].as_str().unwrap(), "amd64");
+    assert!(
+        !configs.contains_key("kube-green/catalog.json"),
+        "{configs:?}"
+    );
 }
 
 /// A stand-in for Greenwave (an external service): answers every decision from `decide`.

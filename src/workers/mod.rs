@@ -3,6 +3,7 @@
 //! (`tasks/`) doing IIB's work with the native registry client and catalog engine.
 
 pub mod index_image;
+pub mod ocp_versions;
 pub mod operator_manifest;
 pub mod queue_actor;
 pub mod request_log;

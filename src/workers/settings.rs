@@ -66,6 +66,9 @@ pub struct WorkerSettings {
     pub greenwave_config: BTreeMap<String, serde_json::Value>,
     pub organization_customizations: BTreeMap<String, Vec<serde_json::Value>>,
     pub required_labels: BTreeMap<String, String>,
+    /// IIB's `iib_no_ocp_label_allow_list`: indexes (prefixes) or users whose bundles may lack
+    /// `com.redhat.openshift.versions` in a merge that ignores bundle OCP versions.
+    pub no_ocp_label_allow_list: Vec<String>,
     /// IIB's `iib_related_image_registry_replacement`: per user, registry → replacement, for
     /// checking related images.
     pub related_image_registry_replacement: BTreeMap<String, BTreeMap<String, String>>,
@@ -169,6 +172,7 @@ impl WorkerSettings {
             greenwave_config: from_json(config, "IIB_GREENWAVE_CONFIG")?,
             organization_customizations: from_json(config, "IIB_ORGANIZATION_CUSTOMIZATIONS")?,
             required_labels: from_json(config, "IIB_REQUIRED_LABELS")?,
+            no_ocp_label_allow_list: config.strings("IIB_NO_OCP_LABEL_ALLOW_LIST"),
             related_image_registry_replacement: from_json(
                 config,
                 "IIB_RELATED_IMAGE_REGISTRY_REPLACEMENT",

@@ -691,6 +691,27 @@ pub async fn fbc_operations(
     ))
 }
 
+/// IIB's `get_bundles_latest_version`: of the bundles given (pull specs in `catalog`), the
+/// highest version of each package.
+fn latest_per_package(catalog: &DeclarativeConfig, images: &[String]) -> Vec<String> {
+    let mut latest: BTreeMap<String, (crate::catalog::version::Version, String)> = BTreeMap::new();
+    for image in images {
+        let Some(bundle) = catalog.bundles.iter().find(|b| &b.image == image) else {
+            continue;
+        };
+        let Ok(version) = crate::catalog::version::parse(bundle.version().unwrap_or("")) else {
+            continue;
+        };
+        match latest.get(&bundle.package) {
+            Some((best, _)) if crate::catalog::version::compare(best, &version).is_ge() => {}
+            _ => {
+                latest.insert(bundle.package.clone(), (version, image.clone()));
+            }
+        }
+    }
+    latest.into_values().map(|(_, image)| image).collect()
+}
+
 pub async fn merge_index_image(
     ctx: &TaskContext,
     params: &MergeIndexImageParams,
@@ -724,7 +745,7 @@ pub async fn merge_index_image(
         ctx,
         &prepared,
         BuildFacts {
-            source_from_index_resolved: Some(source_resolved),
+            source_from_index_resolved: Some(source_resolved.clone()),
             target_index_resolved: target_resolved,
             ..BuildFacts::default()
         },
@@ -733,26 +754,80 @@ pub async fn merge_index_image(
     ctx.progress("Getting bundles present in the index images")
         .await?;
     let mut catalog = source.catalog;
-    ctx.progress("Adding bundles missing in source index image")
-        .await?;
     let target = if params.target_index.is_some() {
         catalog_of(&prepared)
     } else {
         DeclarativeConfig::default()
     };
-    ctx.progress("Deprecating bundles in the deprecation list")
+    let missing: Vec<String> = crate::catalog::merge::missing_bundles(&catalog, &target)
+        .map_err(TaskError::Failed)?
+        .iter()
+        .map(|b| b.image.clone())
+        .collect();
+    ctx.progress("Adding bundles missing in source index image")
         .await?;
-    let mut deprecations = Vec::new();
-    for bundle in &params.deprecation_list {
-        deprecations.push(resolve(ctx, bundle).await?);
+    // Bundles whose com.redhat.openshift.versions does not admit the target's OpenShift.
+    let ocp = prepared
+        .labels
+        .get(DELIVERY_VERSION_LABEL)
+        .cloned()
+        .unwrap_or_else(|| "v4.6".into());
+    let ocp_version = crate::workers::ocp_versions::ocp_version(&ocp).map_err(TaskError::Failed)?;
+    let allow_no_label = params.ignore_bundle_ocp_version == Some(true)
+        && ctx.settings.no_ocp_label_allow_list.iter().any(|entry| {
+            params
+                .target_index
+                .as_deref()
+                .is_some_and(|t| t.starts_with(entry.as_str()))
+                || source_resolved.starts_with(entry.as_str())
+                || ctx.user.as_deref() == Some(entry.as_str())
+        });
+    let candidates: Vec<String> = missing
+        .iter()
+        .cloned()
+        .chain(catalog.bundles.iter().map(|b| b.image.clone()))
+        .collect();
+    let mut invalid = Vec::new();
+    for image in &candidates {
+        let labels =
+            ctx.client.labels(&parse(image)?).await.map_err(|e| {
+                TaskError::Failed(format!("Failed to read the labels of {image}: {e}"))
+            })?;
+        let label = labels
+            .get("com.redhat.openshift.versions")
+            .map(String::as_str);
+        if !crate::workers::ocp_versions::admits(label, &ocp_version, allow_no_label) {
+            ctx.log.info(format!(
+                "The bundle {image} is not for OpenShift {ocp} (com.redhat.openshift.versions: {}); deprecating it",
+                label.unwrap_or("none")
+            ));
+            invalid.push(image.clone());
+        }
     }
     crate::catalog::merge::merge_indexes(
         &mut catalog,
         &target,
         graph_mode(params.graph_update_mode.as_deref())?,
-        &deprecations,
+        &[],
     )
     .map_err(|e| TaskError::Failed(format!("Failed to merge the index images: {e}")))?;
+    ctx.progress("Deprecating bundles in the deprecation list")
+        .await?;
+    let mut listed = Vec::new();
+    for bundle in &params.deprecation_list {
+        listed.push(resolve(ctx, bundle).await?);
+    }
+    let mut deprecations: Vec<String> = candidates
+        .iter()
+        .filter(|c| listed.contains(c))
+        .cloned()
+        .collect();
+    deprecations.extend(invalid);
+    let deprecations = latest_per_package(&catalog, &deprecations);
+    if !deprecations.is_empty() {
+        deprecate_truncate(&mut catalog, &deprecations)
+            .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
+    }
     let overwrite = params
         .overwrite_target_index
         .then_some(params.target_index.as_deref())
