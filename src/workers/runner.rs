@@ -250,16 +250,12 @@ impl Runner {
     /// Loads what the task needs; fails the request when its workers died too often.
     async fn prepare(&self, id: u64, log: &RequestLog) -> Result<Option<TaskContext>, String> {
         let request = RequestId::new(id).ok_or("request ids are positive")?;
-        let attempt = self
-            .bus
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?
-            .attempts();
-        if attempt > self.settings.max_attempts {
+        let aggregate = self.bus.request(request).await.map_err(|e| e.to_string())?;
+        let (attempt, abandoned) = (aggregate.attempts(), aggregate.abandoned());
+        // Hand-backs at shutdown do not count: only workers that died holding the request.
+        if abandoned >= self.settings.max_attempts {
             let reason = format!(
-                "The request was abandoned {} times by workers that stopped while building it; it is not retried again",
-                attempt - 1
+                "The request was abandoned {abandoned} times by workers that stopped while building it; it is not retried again"
             );
             log.error(&reason);
             let _ = self
@@ -275,7 +271,7 @@ impl Runner {
         }
         if attempt > 1 {
             log.warn(format!(
-                "resuming the request (attempt {attempt}): its previous worker stopped"
+                "resuming the request (attempt {attempt}): its previous worker stopped or handed it back"
             ));
         }
         let record = self

@@ -33,6 +33,9 @@ pub struct BuildRequest {
     state_reason: String,
     claim: Option<Claim>,
     attempts: u32,
+    /// Claims handed back in order (at a worker's shutdown), as opposed to abandoned.
+    #[serde(default)]
+    hand_backs: u32,
     facts: BuildFacts,
 }
 
@@ -85,6 +88,11 @@ impl BuildRequest {
     }
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+    /// Claims that ended without a hand-back or an end: workers that died holding the request.
+    pub fn abandoned(&self) -> u32 {
+        let ended_in_order = self.hand_backs + u32::from(self.claim.is_some());
+        self.attempts.saturating_sub(ended_in_order)
     }
     pub fn facts(&self) -> &BuildFacts {
         &self.facts
@@ -356,7 +364,10 @@ impl Aggregate for BuildRequest {
                     lease_until,
                 });
             }
-            E::ClaimReleased { .. } => self.claim = None,
+            E::ClaimReleased { .. } => {
+                self.claim = None;
+                self.hand_backs += 1;
+            }
             E::ProgressRecorded { state_reason } => self.state_reason = state_reason,
             E::FactsRecorded { facts } => self.facts.merge(facts),
             E::RequestCompleted { state_reason } => {

@@ -506,3 +506,27 @@ fn an_update_with_one_bad_part_records_nothing() {
         })
         .then_expect_error_message("A complete request cannot change states");
 }
+
+#[test]
+fn hand_backs_are_not_counted_as_abandoned_claims() {
+    use cqrs_es::Aggregate;
+    let mut request = BuildRequest::default();
+    let now = chrono::Utc::now();
+    let claim = |worker: &str, attempt: u32| BuildRequestEvent::RequestClaimed {
+        worker: WorkerId::new(worker),
+        lease_until: now + chrono::Duration::seconds(60),
+        attempt,
+        taken_over_from: None,
+    };
+    request.apply(claim("a", 1));
+    request.apply(BuildRequestEvent::ClaimReleased {
+        worker: WorkerId::new("a"),
+        reason: "shutdown".into(),
+    });
+    request.apply(claim("b", 2));
+    // b holds it; a handed it back: nothing was abandoned.
+    assert_eq!(request.abandoned(), 0);
+    // b dies; c takes over.
+    request.apply(claim("c", 3));
+    assert_eq!(request.abandoned(), 1);
+}
