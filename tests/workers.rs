@@ -674,25 +674,30 @@ async fn a_serial_queue_runs_one_request_at_a_time_in_submission_order() {
         // (0.5.2 replaces 0.5.1, in the index, and completes; the later ones replace bundles
         // the index lacks and fail: both end the request, which is what is timed here.)
         finished(&server, *id).await;
-        let history = events(&server, *id).await;
-        let position = |name: &str| {
-            history
-                .iter()
-                .filter(|e| e["event"] == name)
-                .map(|e| e["position"].as_i64().unwrap())
-                .next()
-        };
-        let claimed = position("RequestClaimed").expect("claimed");
-        let ended = position("RequestCompleted")
-            .or(position("RequestFailed"))
-            .expect("ended");
-        spans.push((claimed, ended));
+        spans.push(span(&events(&server, *id).await));
     }
+    assert_one_after_another(&spans, "requests on a serial queue");
+}
+
+/// A request's span in the global event order: from its claim to its end.
+fn span(history: &[Value]) -> (i64, i64) {
+    let position = |names: &[&str]| {
+        history
+            .iter()
+            .find(|e| names.iter().any(|n| e["event"] == *n))
+            .map(|e| e["position"].as_i64().unwrap())
+            .unwrap_or_else(|| panic!("no {names:?} in {history:?}"))
+    };
+    (
+        position(&["RequestClaimed"]),
+        position(&["RequestCompleted", "RequestFailed"]),
+    )
+}
+
+/// Each span ends before the next one starts.
+fn assert_one_after_another(spans: &[(i64, i64)], what: &str) {
     for pair in spans.windows(2) {
-        assert!(
-            pair[0].1 < pair[1].0,
-            "requests overlapped on a serial queue: {spans:?}"
-        );
+        assert!(pair[0].1 < pair[1].0, "{what} overlapped: {spans:?}");
     }
 }
 
@@ -1115,25 +1120,13 @@ async fn requests_overwriting_one_index_run_in_order_each_on_its_predecessors_in
         assert_eq!(done["state"], "complete", "{done}");
         assert_eq!(done["index_image"], world.index.as_str());
         let history = events(&server, *id).await;
-        let position = |name: &str| {
-            history
-                .iter()
-                .find(|e| e["event"] == name)
-                .map(|e| e["position"].as_i64().unwrap())
-                .unwrap()
-        };
-        spans.push((position("RequestClaimed"), position("RequestCompleted")));
+        spans.push(span(&history));
         // The token never shows in the request's history.
         assert!(!serde_json::to_string(&history)
             .unwrap()
             .contains("user:secret"));
     }
-    for pair in spans.windows(2) {
-        assert!(
-            pair[0].1 < pair[1].0,
-            "writers of one index overlapped: {spans:?}"
-        );
-    }
+    assert_one_after_another(&spans, "writers of one index");
     // The index now holds the bundles of all three requests.
     let configs = unpacked_configs(&world.index, "amd64");
     let names = bundle_names(&configs["kube-green/catalog.json"]);

@@ -421,33 +421,16 @@ async fn write_artifact(
     Ok(())
 }
 
+/// A bundle image's files and labels (read with the bundle-size limits).
 async fn bundle_files(
     client: &RegistryClient,
     pull_spec: &str,
 ) -> Result<(BTreeMap<String, Vec<u8>>, BTreeMap<String, String>), TaskError> {
-    let reference = parse(pull_spec)?;
     let image = client
-        .arch_image(&reference, None)
-        .await
-        .map_err(|e| TaskError::Failed(format!("Failed to read {pull_spec}: {e}")))?;
-    let tree = client
-        .read_paths(
-            &reference,
-            Some(&image.arch),
-            &["manifests", "metadata"],
-            Default::default(),
-        )
+        .bundle_image(&parse(pull_spec)?)
         .await
         .map_err(|e| TaskError::Failed(format!("Failed to read the bundle {pull_spec}: {e}")))?;
-    let files = tree
-        .nodes
-        .into_iter()
-        .filter_map(|(path, node)| match node {
-            crate::registry::unpack::Node::File(bytes) => Some((path, bytes)),
-            _ => None,
-        })
-        .collect();
-    Ok((files, image.labels()))
+    Ok((image.files, image.labels))
 }
 
 pub async fn regenerate_bundle(

@@ -2,12 +2,12 @@
 //! the request's queue, every bundle's NVR must satisfy Greenwave's policies.
 
 use super::TaskError;
-use crate::workers::index_image::parse;
+use crate::registry::bundle::BundleImage;
 use crate::workers::runner::TaskContext;
 use serde_json::Value;
 use std::time::Duration;
 
-pub async fn gate(ctx: &TaskContext, resolved: &[String]) -> Result<(), TaskError> {
+pub async fn gate(ctx: &TaskContext, bundles: &[(String, BundleImage)]) -> Result<(), TaskError> {
     let config = match &ctx.queue {
         Some(queue) => ctx.settings.greenwave_config.get(queue),
         None => ctx
@@ -30,12 +30,9 @@ pub async fn gate(ctx: &TaskContext, resolved: &[String]) -> Result<(), TaskErro
         .map_err(|e| TaskError::Failed(e.to_string()))?;
     let mut unsatisfied = Vec::new();
     let mut testcases: Vec<String> = Vec::new();
-    for bundle in resolved {
-        let labels = ctx.client.labels(&parse(bundle)?).await.map_err(|e| {
-            TaskError::Failed(format!("Failed to read the labels of {bundle}: {e}"))
-        })?;
+    for (bundle, image) in bundles {
         let label = |name: &str| {
-            labels.get(name).cloned().ok_or_else(|| {
+            image.labels.get(name).cloned().ok_or_else(|| {
                 TaskError::Failed(format!(
                     "The bundle {bundle} has no {name} label, which Greenwave gating needs for its NVR"
                 ))

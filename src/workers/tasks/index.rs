@@ -13,6 +13,7 @@ use crate::catalog::deprecate::deprecate_truncate;
 use crate::catalog::model::validate;
 use crate::catalog::render::{render_bundle, ObjectsAs, RenderedBundle};
 use crate::registry::auth::Credentials;
+use crate::registry::bundle::BundleImage;
 use crate::workers::index_image::{
     self, arches_of, binary_image, build_and_push, output_pull_spec, parse, read_index, resolve,
     IndexContents, DELIVERY_VERSION_LABEL, DISTRIBUTION_SCOPE_LABEL,
@@ -22,7 +23,7 @@ use iib_aggregates::params::{
     AddDeprecationsParams, AddParams, CreateEmptyIndexParams, FbcOperationsParams,
     MergeIndexImageParams, RmParams, SecretKind,
 };
-use iib_aggregates::BuildFacts;
+use iib_aggregates::{BuildFacts, RequestType};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What every index request starts from.
@@ -191,30 +192,32 @@ async fn prebuild(
     .await
 }
 
-/// How the final PATCH records the index image.
-#[derive(PartialEq)]
-enum Record {
-    /// add, rm, fbc-operations, add-deprecations: also the resolved image and the internal copy.
-    Full,
-    /// create-empty-index, merge-index-image: `arches` and `index_image` only.
-    Plain,
-}
-
-/// Builds and pushes the new index (IIB: "Creating the manifest list" unless `quiet`), pushes
-/// the build tags, overwrites `overwrite` with the token when asked, and records the image.
+/// Builds and pushes the new index, pushes the build tags, overwrites the index the request
+/// names (`RequestParams::overwritten_index`) with its token, and records the image. As IIB:
+/// add, rm, fbc-operations and add-deprecations also record the resolved image and the internal
+/// copy (create-empty-index and merge-index-image only `arches` and `index_image`), and
+/// merge-index-image does not announce "Creating the manifest list".
 async fn finish(
     ctx: &TaskContext,
     prepared: &Prepared,
     catalog: &DeclarativeConfig,
     build_tags: &[String],
-    overwrite: Option<(&str, SecretKind)>,
-    record: Record,
-    announce_manifest_list: bool,
 ) -> Result<(), TaskError> {
+    let request_type = ctx.params.request_type();
+    let full_record = !matches!(
+        request_type,
+        RequestType::CreateEmptyIndex | RequestType::MergeIndexImage
+    );
+    let token = if request_type == RequestType::MergeIndexImage {
+        SecretKind::OverwriteTargetIndexToken
+    } else {
+        SecretKind::OverwriteFromIndexToken
+    };
+    let overwrite = ctx.params.overwritten_index().map(|index| (index, token));
     validate(catalog).map_err(|e| {
         TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
     })?;
-    if announce_manifest_list {
+    if request_type != RequestType::MergeIndexImage {
         ctx.progress("Creating the manifest list").await?;
     }
     let (pushed, pushed_resolved) = build_and_push(
@@ -236,7 +239,7 @@ async fn finish(
         index_image: Some(output_pull_spec(ctx, &pushed)),
         ..BuildFacts::default()
     };
-    if record == Record::Full {
+    if full_record {
         facts.index_image_resolved = Some(output_pull_spec(ctx, &pushed_resolved));
         facts.internal_index_image_copy = Some(pushed.clone());
         facts.internal_index_image_copy_resolved = Some(pushed_resolved.clone());
@@ -267,7 +270,7 @@ async fn finish(
                 ))
             })?;
         facts.index_image = Some(index.to_string());
-        if record == Record::Full {
+        if full_record {
             facts.index_image_resolved = Some(target.with_digest(digest).to_string());
         }
     }
@@ -282,24 +285,35 @@ fn catalog_of(prepared: &Prepared) -> DeclarativeConfig {
         .unwrap_or_default()
 }
 
-/// Renders bundle images (resolved pull specs) for the engine.
-async fn render_bundles(
+/// The request's bundle images (resolved pull specs), each read once: labels and files.
+async fn read_bundles(
     ctx: &TaskContext,
     resolved: &[String],
-) -> Result<Vec<RenderedBundle>, TaskError> {
-    let mut rendered = Vec::with_capacity(resolved.len());
+) -> Result<Vec<(String, BundleImage)>, TaskError> {
+    let mut bundles = Vec::with_capacity(resolved.len());
     for pull_spec in resolved {
-        let reference = parse(pull_spec)?;
-        let image = ctx.client.bundle_image(&reference).await.map_err(|e| {
-            TaskError::Failed(format!("Failed to read the bundle image {pull_spec}: {e}"))
-        })?;
-        rendered.push(
+        let image = ctx
+            .client
+            .bundle_image(&parse(pull_spec)?)
+            .await
+            .map_err(|e| {
+                TaskError::Failed(format!("Failed to read the bundle image {pull_spec}: {e}"))
+            })?;
+        bundles.push((pull_spec.clone(), image));
+    }
+    Ok(bundles)
+}
+
+/// Renders the bundles for the engine.
+fn render_bundles(bundles: &[(String, BundleImage)]) -> Result<Vec<RenderedBundle>, TaskError> {
+    bundles
+        .iter()
+        .map(|(pull_spec, image)| {
             render_bundle(image.file_refs(), pull_spec, ObjectsAs::CsvMetadata).map_err(|e| {
                 TaskError::Failed(format!("Failed to render the bundle {pull_spec}: {e}"))
-            })?,
-        );
-    }
-    Ok(rendered)
+            })
+        })
+        .collect()
 }
 
 fn graph_mode(requested: Option<&str>) -> Result<GraphMode, TaskError> {
@@ -315,16 +329,10 @@ fn engine(e: impl std::fmt::Display) -> TaskError {
 }
 
 /// IIB's `verify_labels`: every bundle must carry `IIB_REQUIRED_LABELS`.
-async fn verify_labels(ctx: &TaskContext, resolved: &[String]) -> Result<(), TaskError> {
-    if ctx.settings.required_labels.is_empty() {
-        return Ok(());
-    }
-    for bundle in resolved {
-        let labels = ctx.client.labels(&parse(bundle)?).await.map_err(|e| {
-            TaskError::Failed(format!("Failed to read the labels of {bundle}: {e}"))
-        })?;
+fn verify_labels(ctx: &TaskContext, bundles: &[(String, BundleImage)]) -> Result<(), TaskError> {
+    for (bundle, image) in bundles {
         for (label, value) in &ctx.settings.required_labels {
-            if labels.get(label) != Some(value) {
+            if image.labels.get(label) != Some(value) {
                 return Err(TaskError::Failed(format!(
                     "The bundle {bundle} does not have the label {label}={value}"
                 )));
@@ -336,7 +344,10 @@ async fn verify_labels(ctx: &TaskContext, resolved: &[String]) -> Result<(), Tas
 
 /// IIB's `inspect_related_images`: every pull spec the bundles' CSVs name must be readable
 /// (after the submitter's registry replacements).
-async fn check_related_images(ctx: &TaskContext, resolved: &[String]) -> Result<(), TaskError> {
+async fn check_related_images(
+    ctx: &TaskContext,
+    bundles: &[(String, BundleImage)],
+) -> Result<(), TaskError> {
     use crate::workers::operator_manifest::{distinct, pull_specs};
     let replacements = ctx
         .user
@@ -345,14 +356,7 @@ async fn check_related_images(ctx: &TaskContext, resolved: &[String]) -> Result<
         .cloned()
         .unwrap_or_default();
     let mut unreachable = Vec::new();
-    for bundle in resolved {
-        let image = ctx
-            .client
-            .bundle_image(&parse(bundle)?)
-            .await
-            .map_err(|e| {
-                TaskError::Failed(format!("Failed to read the bundle image {bundle}: {e}"))
-            })?;
+    for (_, image) in bundles {
         for (path, bytes) in &image.files {
             let is_yaml = path.ends_with(".yaml") || path.ends_with(".yml");
             if !path.starts_with("manifests/") || !is_yaml {
@@ -397,11 +401,12 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
     for bundle in &params.bundles {
         resolved.push(resolve(ctx, bundle).await?);
     }
-    verify_labels(ctx, &resolved).await?;
+    let bundles = read_bundles(ctx, &resolved).await?;
+    verify_labels(ctx, &bundles)?;
     if params.check_related_images == Some(true) {
-        check_related_images(ctx, &resolved).await?;
+        check_related_images(ctx, &bundles).await?;
     }
-    super::greenwave::gate(ctx, &resolved).await?;
+    super::greenwave::gate(ctx, &bundles).await?;
     let prepared = prepare(
         ctx,
         params.from_index.as_deref(),
@@ -411,7 +416,8 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         params.distribution_scope.as_deref(),
     )
     .await?;
-    let mut rendered = render_bundles(ctx, &resolved).await?;
+    let mut rendered = render_bundles(&bundles)?;
+    drop(bundles);
     // IIB's add_max_ocp_version_property.
     for bundle in &mut rendered {
         if crate::catalog::render::needs_max_openshift_version(bundle) {
@@ -491,21 +497,7 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
                 .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
         }
     }
-    let overwrite = params
-        .overwrite_from_index
-        .then_some(params.from_index.as_deref())
-        .flatten()
-        .map(|i| (i, SecretKind::OverwriteFromIndexToken));
-    finish(
-        ctx,
-        &prepared,
-        &catalog,
-        &params.build_tags,
-        overwrite,
-        Record::Full,
-        true,
-    )
-    .await?;
+    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
     Ok("The operator bundle(s) were successfully added to the index image".into())
 }
 
@@ -526,21 +518,7 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
             "Failed to remove operators from the index image: {e}"
         ))
     })?;
-    let overwrite = params
-        .overwrite_from_index
-        .then_some(params.from_index.as_deref())
-        .flatten()
-        .map(|i| (i, SecretKind::OverwriteFromIndexToken));
-    finish(
-        ctx,
-        &prepared,
-        &catalog,
-        &params.build_tags,
-        overwrite,
-        Record::Full,
-        true,
-    )
-    .await?;
+    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
     Ok("The operator(s) were successfully removed from the index image".into())
 }
 
@@ -571,7 +549,7 @@ pub async fn create_empty_index(
     if let Some(labels) = &params.labels {
         prepared.labels.extend(labels.clone());
     }
-    finish(ctx, &prepared, &catalog, &[], None, Record::Plain, true).await?;
+    finish(ctx, &prepared, &catalog, &[]).await?;
     Ok("The empty index image was successfully created".into())
 }
 
@@ -599,20 +577,7 @@ pub async fn add_deprecations(
     ctx.progress("Adding deprecations to from_index").await?;
     crate::catalog::deprecations::set_deprecations(&mut catalog, &params.operator_package, &schema)
         .map_err(engine)?;
-    let overwrite = params.overwrite_from_index.then_some((
-        params.from_index.as_str(),
-        SecretKind::OverwriteFromIndexToken,
-    ));
-    finish(
-        ctx,
-        &prepared,
-        &catalog,
-        &params.build_tags,
-        overwrite,
-        Record::Full,
-        true,
-    )
-    .await?;
+    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
     Ok("The deprecation schema was successfully added to the index image".into())
 }
 
@@ -672,20 +637,7 @@ pub async fn fbc_operations(
         .await?;
         crate::catalog::fragment::add_fragment(&mut catalog, fragment, resolved).map_err(engine)?;
     }
-    let overwrite = params.overwrite_from_index.then_some((
-        params.from_index.as_str(),
-        SecretKind::OverwriteFromIndexToken,
-    ));
-    finish(
-        ctx,
-        &prepared,
-        &catalog,
-        &params.build_tags,
-        overwrite,
-        Record::Full,
-        true,
-    )
-    .await?;
+    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
     Ok(format!(
         "The {count} FBC fragment(s) were successfully added in the index image"
     ))
@@ -828,20 +780,6 @@ pub async fn merge_index_image(
         deprecate_truncate(&mut catalog, &deprecations)
             .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
     }
-    let overwrite = params
-        .overwrite_target_index
-        .then_some(params.target_index.as_deref())
-        .flatten()
-        .map(|i| (i, SecretKind::OverwriteTargetIndexToken));
-    finish(
-        ctx,
-        &prepared,
-        &catalog,
-        &params.build_tags,
-        overwrite,
-        Record::Plain,
-        false,
-    )
-    .await?;
+    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
     Ok("The index image was successfully cleaned and updated.".into())
 }
