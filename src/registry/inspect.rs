@@ -7,7 +7,7 @@ use super::client::{RegistryClient, RegistryError};
 use super::digest::Digest;
 use super::manifest::{ImageManifest, Manifest};
 use super::reference::Reference;
-use super::unpack::{extract, Limits, Tree, UnpackError};
+use super::unpack::{Extractor, Limits, Tree, UnpackError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -154,7 +154,8 @@ impl RegistryClient {
         }))
     }
 
-    /// Reads `paths` (e.g. `/configs`) out of the layers of one arch of an image.
+    /// Reads `paths` (e.g. `/configs`) out of the layers of one arch of an image, fetching
+    /// layers from the top down and none below one that hides everything under `paths`.
     pub async fn read_paths(
         &self,
         reference: &Reference,
@@ -163,9 +164,9 @@ impl RegistryClient {
         limits: Limits,
     ) -> Result<Tree, InspectError> {
         let image = self.arch_image(reference, arch).await?;
-        let mut blobs = Vec::with_capacity(image.manifest.layers.len());
+        let mut extractor = Extractor::new(paths, limits);
         let mut total: u64 = 0;
-        for layer in &image.manifest.layers {
+        for (index, layer) in image.manifest.layers.iter().enumerate().rev() {
             // Compressed sizes count against the cap too: nothing larger is even fetched.
             total += layer.size;
             if total > limits.max_bytes {
@@ -174,15 +175,11 @@ impl RegistryClient {
                 }
                 .into());
             }
-            blobs.push((
-                layer.media_type.clone(),
-                self.blob(reference, &layer.digest).await?,
-            ));
+            let blob = self.blob(reference, &layer.digest).await?;
+            if extractor.read(index, &layer.media_type, &blob)? {
+                break;
+            }
         }
-        let layers: Vec<(&str, &[u8])> = blobs
-            .iter()
-            .map(|(m, b)| (m.as_str(), b.as_ref()))
-            .collect();
-        Ok(extract(&layers, paths, limits)?)
+        Ok(extractor.finish()?)
     }
 }

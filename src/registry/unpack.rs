@@ -169,34 +169,68 @@ impl Tree {
 }
 
 /// Reads the wanted paths (e.g. `configs`, `database/index.db`; empty: everything) out of
-/// `layers` (media type, blob), lowest first.
+/// `layers` (media type, blob), lowest first. Layers are read from the top down and reading
+/// stops at a layer that hides everything below it under the wanted paths (an opaque whiteout
+/// or a whiteout of the path), so lower layers are not even decompressed.
 pub fn extract(
     layers: &[(&str, &[u8])],
     wanted_paths: &[&str],
     limits: Limits,
 ) -> Result<Tree, UnpackError> {
-    let prefixes: Vec<String> = wanted_paths
-        .iter()
-        .map(|p| p.trim_matches('/').to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    let mut tree = Tree::default();
-    let mut bytes_budget = limits.max_bytes;
-    let mut entries_seen = 0u64;
-    for (index, (media_type, blob)) in layers.iter().enumerate() {
+    let mut extractor = Extractor::new(wanted_paths, limits);
+    for (index, (media_type, blob)) in layers.iter().enumerate().rev() {
+        if extractor.read(index, media_type, blob)? {
+            break;
+        }
+    }
+    extractor.finish()
+}
+
+/// Reads layers from the top down (`read`, until it says the layers below cannot matter),
+/// then applies them from the bottom up (`finish`).
+pub struct Extractor {
+    prefixes: Vec<String>,
+    limits: Limits,
+    bytes_budget: u64,
+    entries_seen: u64,
+    /// Layers read, top first.
+    read: Vec<(usize, Layer)>,
+}
+
+impl Extractor {
+    pub fn new(wanted_paths: &[&str], limits: Limits) -> Self {
+        Self {
+            prefixes: wanted_paths
+                .iter()
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            limits,
+            bytes_budget: limits.max_bytes,
+            entries_seen: 0,
+            read: Vec::new(),
+        }
+    }
+
+    /// Reads layer `index` (the next one down); returns whether the layers below it are hidden
+    /// under every wanted path, so there is no need to read them.
+    pub fn read(
+        &mut self,
+        index: usize,
+        media_type: &str,
+        blob: &[u8],
+    ) -> Result<bool, UnpackError> {
         let corrupt = |reason: String| UnpackError::Corrupt {
             layer: index,
             reason,
         };
-        let reader: Box<dyn Read> = match *media_type {
-            OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => {
-                Box::new(flate2::read::MultiGzDecoder::new(*blob))
-            }
+        let reader: Box<dyn Read + '_> = match media_type {
+            OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Box::new(flate2::read::MultiGzDecoder::new(blob)),
             OCI_LAYER_ZSTD => Box::new(
-                ruzstd::decoding::StreamingDecoder::new(*blob)
+                ruzstd::decoding::StreamingDecoder::new(blob)
                     .map_err(|e| corrupt(e.to_string()))?,
             ),
-            OCI_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(*blob),
+            OCI_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(blob),
             other => {
                 return Err(UnpackError::UnknownMediaType {
                     layer: index,
@@ -207,23 +241,45 @@ pub fn extract(
         let mut capped = Capped {
             inner: reader,
             read: 0,
-            limit: bytes_budget,
+            limit: self.bytes_budget,
         };
-        let layer = read_layer(&mut capped, index, &prefixes, limits, &mut entries_seen);
+        let layer = read_layer(
+            &mut capped,
+            index,
+            &self.prefixes,
+            self.limits,
+            &mut self.entries_seen,
+        );
         let layer = match layer {
             Err(LayerError::Io(e)) if e.to_string().contains(CAP_EXCEEDED) => {
                 return Err(UnpackError::TooManyBytes {
-                    limit: limits.max_bytes,
+                    limit: self.limits.max_bytes,
                 })
             }
             Err(LayerError::Io(e)) => return Err(corrupt(e.to_string())),
             Err(LayerError::Unpack(e)) => return Err(e),
             Ok(layer) => layer,
         };
-        bytes_budget = bytes_budget.saturating_sub(capped.read);
-        apply(&mut tree, layer, index)?;
+        self.bytes_budget = self.bytes_budget.saturating_sub(capped.read);
+        let hides_below = !self.prefixes.is_empty()
+            && self.prefixes.iter().all(|wanted| {
+                let covers = |dir: &String| {
+                    dir.is_empty() || dir == wanted || wanted.starts_with(&format!("{dir}/"))
+                };
+                layer.opaque.iter().any(covers) || layer.whiteouts.iter().any(covers)
+            });
+        self.read.push((index, layer));
+        Ok(hides_below)
     }
-    Ok(tree)
+
+    /// The tree the layers read make, applied from the lowest one read.
+    pub fn finish(self) -> Result<Tree, UnpackError> {
+        let mut tree = Tree::default();
+        for (index, layer) in self.read.into_iter().rev() {
+            apply(&mut tree, layer, index)?;
+        }
+        Ok(tree)
+    }
 }
 
 enum LayerError {

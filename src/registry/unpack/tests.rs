@@ -310,3 +310,39 @@ fn unknown_layer_types_and_corrupt_layers_say_so() {
         "{err}"
     );
 }
+
+#[test]
+fn layers_below_an_opaque_whiteout_of_the_wanted_path_are_not_read() {
+    let corrupt = b"not a gzip stream at all".to_vec();
+    let mut upper = Vec::new();
+    entry(
+        &mut upper,
+        "configs/.wh..wh..opq",
+        tar::EntryType::Regular,
+        "",
+        b"",
+    );
+    entry(
+        &mut upper,
+        "configs/a.json",
+        tar::EntryType::Regular,
+        "",
+        b"{}",
+    );
+    let upper = gzip(&finish(upper));
+    let layers = [(OCI_LAYER_GZIP, &corrupt[..]), (OCI_LAYER_GZIP, &upper[..])];
+    let tree = extract(&layers, &["configs"], Limits::default()).unwrap();
+    assert_eq!(tree.file("configs/a.json"), Some(&b"{}"[..]));
+    // Another wanted path needs the lower layer, which is then read (and found corrupt).
+    assert!(matches!(
+        extract(&layers, &["configs", "etc"], Limits::default()),
+        Err(UnpackError::Corrupt { layer: 0, .. })
+    ));
+    // So does a layer without the whiteout.
+    let plain = gzip(&file("configs/a.json", b"{}"));
+    let layers = [(OCI_LAYER_GZIP, &corrupt[..]), (OCI_LAYER_GZIP, &plain[..])];
+    assert!(matches!(
+        extract(&layers, &["configs"], Limits::default()),
+        Err(UnpackError::Corrupt { layer: 0, .. })
+    ));
+}
