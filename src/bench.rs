@@ -702,13 +702,19 @@ pub async fn add(
     let _ = child.wait();
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
+    // The first request reads the whole from_index; the others find its catalog in the
+    // worker's cache and read, write and push only the changed package.
+    let mut warm = times[1.min(times.len() - 1)..].to_vec();
+    warm.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "add 1 bundle to {label} ({} bundles), {} requests: p50 {:.2} s, p90 {:.2} s, max {:.2} s (goal p50 < 3 s); server peak RSS {} (goal < 300 MB)",
+        "add 1 bundle to {label} ({} bundles), {} requests: p50 {:.2} s, p90 {:.2} s, max {:.2} s (goal p50 < 3 s); first (cold) {:.2} s, later (warm) p50 {:.2} s; server peak RSS {} (goal < 300 MB)",
         catalog.bundles.len(),
         times.len(),
         sorted[sorted.len() / 2],
         sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)],
         sorted[sorted.len() - 1],
+        times[0],
+        warm[warm.len() / 2],
         rss.map(|r| format!("{r:.0} MB")).unwrap_or_else(|| "unknown".into()),
     );
     Ok(())

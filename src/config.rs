@@ -60,6 +60,8 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_QUEUE_ACTORS", Bool, Some("true")),
     s("IIB_WORKER_LEASE_SECONDS", Integer, Some("60")),
     s("IIB_WORKER_MAX_ATTEMPTS", Integer, Some("3")),
+    s("IIB_INDEX_MAX_CATALOG_LAYERS", Integer, Some("8")),
+    s("IIB_WORKER_CATALOG_CACHE_MB", Integer, Some("128")),
     // IIB's web settings.
     s("IIB_ADDITIONAL_LOGGERS", List, Some("[]")),
     s("IIB_AWS_S3_BUCKET_NAME", Text, None),

@@ -1281,3 +1281,193 @@ async fn a_binaryless_index_holds_only_the_catalog() {
     let configs = unpacked_configs(pushed, "amd64");
     assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 7);
 }
+
+/// The paths in the top layer of an image's `arch`.
+async fn top_layer_paths(image: &str, arch: &str) -> Vec<String> {
+    use std::io::Read;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let reference: Reference = image.parse().unwrap();
+    let manifest = client.arch_image(&reference, Some(arch)).await.unwrap();
+    let top = manifest.manifest.layers.last().unwrap();
+    let blob = client.blob(&reference, &top.digest).await.unwrap();
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(&blob[..])
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut archive = tar::Archive::new(&tar[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+fn layer_count(image: &str, arch: &str) -> usize {
+    skopeo_inspect(image, arch).expect("the image is pushed")["Layers"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+async fn completed(server: &Server, path: &str, body: Value) -> (u64, Value) {
+    let id = post(server, path, body).await["id"].as_u64().unwrap();
+    let done = finished(server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    (id, done)
+}
+
+async fn request_log(server: &Server, id: u64) -> String {
+    reqwest::get(server.url(&format!("/api/v1/builds/{id}/logs")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_some_packages_adds_one_layer_holding_only_them() {
+    let world = world(3).await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let libredb = community_packages()
+        .into_iter()
+        .find(|p| p.name == "libredb-studio-operator")
+        .unwrap();
+    let (_, dir) = &libredb.bundles[0];
+    let libredb_bundle = format!("{}/libredb-bundle:1", world.registry.host);
+    push_bundle(&client, &libredb_bundle.parse().unwrap(), dir).await;
+    let logs = tempfile::tempdir().unwrap();
+    let layered = serve(&world, logs.path(), &[]).await;
+    let whole = serve(
+        &world,
+        logs.path(),
+        &[
+            ("IIB_INDEX_MAX_CATALOG_LAYERS", "0"),
+            (
+                "IIB_IMAGE_PUSH_TEMPLATE",
+                "{registry}/iib-whole:{request_id}",
+            ),
+        ],
+    )
+    .await;
+    let pushed = |id: u64| format!("{}/iib-build:{id}", world.registry.host);
+    // The world's index: the binary image's layer and one layer of the catalog.
+    assert_eq!(layer_count(&world.index, "arm64"), 2);
+
+    // A new package: one more layer, holding that package alone.
+    let (first, _) = completed(
+        &layered,
+        "/api/v1/builds/add",
+        json!({"bundles": [libredb_bundle], "from_index": world.index, "binary_image": world.binary}),
+    )
+    .await;
+    let first_image = pushed(first);
+    for arch in ["amd64", "arm64"] {
+        assert_eq!(layer_count(&first_image, arch), 3);
+        assert_eq!(
+            top_layer_paths(&first_image, arch).await,
+            [
+                "configs/",
+                "configs/libredb-studio-operator/",
+                "configs/libredb-studio-operator/catalog.json"
+            ]
+        );
+    }
+    let configs = unpacked_configs(&first_image, "arm64");
+    assert_eq!(
+        configs.keys().collect::<Vec<_>>(),
+        [
+            "kube-green/catalog.json",
+            "libredb-studio-operator/catalog.json"
+        ]
+    );
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 3);
+
+    // A new bundle of kube-green on that image: the worker knows its catalog already, and the
+    // new layer holds kube-green alone. The image equals one built whole.
+    let add = json!({"bundles": [world.bundles[3]], "from_index": first_image, "binary_image": world.binary});
+    let (second, _) = completed(&layered, "/api/v1/builds/add", add.clone()).await;
+    let second_image = pushed(second);
+    assert_eq!(layer_count(&second_image, "amd64"), 4);
+    assert_eq!(
+        top_layer_paths(&second_image, "amd64").await,
+        [
+            "configs/",
+            "configs/kube-green/",
+            "configs/kube-green/catalog.json"
+        ]
+    );
+    let log = request_log(&layered, second).await;
+    assert!(log.contains("was read before; using it"), "{log}");
+    assert!(
+        log.contains("with one layer of the changed package(s) kube-green"),
+        "{log}"
+    );
+    let (whole_id, _) = completed(&whole, "/api/v1/builds/add", add).await;
+    let whole_image = format!("{}/iib-whole:{whole_id}", world.registry.host);
+    assert_eq!(layer_count(&whole_image, "amd64"), 2);
+    let second_configs = unpacked_configs(&second_image, "arm64");
+    assert_eq!(second_configs, unpacked_configs(&whole_image, "arm64"));
+    assert_eq!(
+        bundle_names(&second_configs["kube-green/catalog.json"]).len(),
+        4
+    );
+    for arch in ["amd64", "arm64"] {
+        let (layered_labels, whole_labels) = (
+            skopeo_inspect(&second_image, arch).unwrap()["Labels"].clone(),
+            skopeo_inspect(&whole_image, arch).unwrap()["Labels"].clone(),
+        );
+        assert_eq!(layered_labels, whole_labels);
+    }
+
+    // Removing a package whites its directory out.
+    let (third, _) = completed(
+        &layered,
+        "/api/v1/builds/rm",
+        json!({"operators": ["libredb-studio-operator"], "from_index": second_image, "binary_image": world.binary}),
+    )
+    .await;
+    let third_image = pushed(third);
+    assert_eq!(layer_count(&third_image, "amd64"), 5);
+    assert_eq!(
+        top_layer_paths(&third_image, "amd64").await,
+        ["configs/", "configs/.wh.libredb-studio-operator"]
+    );
+    let configs = unpacked_configs(&third_image, "amd64");
+    assert_eq!(
+        configs.keys().collect::<Vec<_>>(),
+        ["kube-green/catalog.json"]
+    );
+    assert_eq!(
+        configs["kube-green/catalog.json"],
+        second_configs["kube-green/catalog.json"]
+    );
+
+    // Past IIB_INDEX_MAX_CATALOG_LAYERS, the catalog is written whole again in one layer.
+    let capped = serve(
+        &world,
+        logs.path(),
+        &[
+            ("IIB_INDEX_MAX_CATALOG_LAYERS", "4"),
+            (
+                "IIB_IMAGE_PUSH_TEMPLATE",
+                "{registry}/iib-capped:{request_id}",
+            ),
+        ],
+    )
+    .await;
+    let (fourth, _) = completed(
+        &capped,
+        "/api/v1/builds/add",
+        json!({"bundles": [world.bundles[4]], "from_index": third_image, "binary_image": world.binary}),
+    )
+    .await;
+    let fourth_image = format!("{}/iib-capped:{fourth}", world.registry.host);
+    assert_eq!(layer_count(&fourth_image, "arm64"), 2);
+    let configs = unpacked_configs(&fourth_image, "arm64");
+    assert_eq!(
+        configs.keys().collect::<Vec<_>>(),
+        ["kube-green/catalog.json"]
+    );
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 5);
+}

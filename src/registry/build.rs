@@ -284,6 +284,118 @@ impl RegistryClient {
             .await
     }
 
+    /// Builds `target` for `arches` as `previous` plus `layers`, where `previous` was built on
+    /// `base` (its layers start with `base`'s, for every arch, and the layers it added are the
+    /// same for every arch): each arch keeps `previous`'s layers and gets `base`'s config with
+    /// `changes`, so the result equals a build on `base` of all the layers. Returns `None`,
+    /// having pushed nothing, when `previous` is not such an image or would then stack more
+    /// than `max_added` layers on `base`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build_extended(
+        &self,
+        base: &Reference,
+        previous: &Reference,
+        target: &Reference,
+        arches: &[String],
+        layers: &[Layer],
+        changes: &ConfigChanges,
+        max_added: usize,
+        credentials: Option<&Credentials>,
+    ) -> Result<Option<Built>, InspectError> {
+        let mut arches: Vec<String> = arches.to_vec();
+        arches.sort();
+        arches.dedup();
+        let diff_ids = |config: &Value| -> Vec<String> {
+            config["rootfs"]["diff_ids"]
+                .as_array()
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // Check every arch before pushing anything.
+        let mut plans = Vec::new();
+        let mut added_layers: Option<Vec<Digest>> = None;
+        for arch in &arches {
+            let image = self.arch_image(base, Some(arch)).await?;
+            let before = match self.arch_image(previous, Some(arch)).await {
+                Ok(before) => before,
+                Err(InspectError::NoSuchArch { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let base_layers: Vec<&Digest> =
+                image.manifest.layers.iter().map(|l| &l.digest).collect();
+            let before_layers: Vec<&Digest> =
+                before.manifest.layers.iter().map(|l| &l.digest).collect();
+            let (base_ids, before_ids) = (diff_ids(&image.config), diff_ids(&before.config));
+            let extends = before_layers.len() >= base_layers.len()
+                && before_layers[..base_layers.len()] == base_layers[..]
+                && before_ids.len() == before_layers.len()
+                && base_ids.len() == base_layers.len()
+                && before_ids[..base_ids.len()] == base_ids[..];
+            if !extends || before_layers.len() - base_layers.len() + layers.len() > max_added {
+                return Ok(None);
+            }
+            let added: Vec<Digest> = before_layers[base_layers.len()..]
+                .iter()
+                .map(|d| (*d).clone())
+                .collect();
+            match &added_layers {
+                Some(first) if *first != added => return Ok(None),
+                Some(_) => {}
+                None => added_layers = Some(added),
+            }
+            plans.push((arch.clone(), image, before));
+        }
+        let mut uploaded = 0;
+        let mut entries = Vec::new();
+        let mut manifests = Vec::new();
+        for (arch, image, before) in plans {
+            for (i, layer) in before.manifest.layers.iter().enumerate() {
+                let source = if i < image.manifest.layers.len() {
+                    base
+                } else {
+                    previous
+                };
+                uploaded += self
+                    .transfer_blob(source, target, &layer.digest, credentials)
+                    .await?;
+            }
+            for layer in layers {
+                uploaded += self
+                    .push_blob(target, &layer.digest, layer.blob.clone(), credentials)
+                    .await?;
+            }
+            let mut config = image.config.clone();
+            config["rootfs"] = before.config["rootfs"].clone();
+            config["history"] = before.config["history"].clone();
+            let config = apply_changes(config, layers, changes);
+            let mut image_layers = before.manifest.layers.clone();
+            image_layers.extend(layers.iter().map(Layer::descriptor));
+            let platform = Platform {
+                architecture: arch.clone(),
+                os: image.config["os"].as_str().unwrap_or("linux").to_string(),
+                variant: image.config["variant"].as_str().map(str::to_string),
+            };
+            let (entry, sent) = self
+                .push_arch_image(target, platform, &config, image_layers, credentials)
+                .await?;
+            uploaded += sent;
+            manifests.push((arch, entry.digest.clone()));
+            entries.push(entry);
+        }
+        let index = self
+            .push_index(target, &target.target(), entries, credentials)
+            .await?;
+        Ok(Some(Built {
+            index,
+            manifests,
+            uploaded,
+        }))
+    }
+
     /// Builds `target` for `arches` from `base` plus `layers`, and pushes it with an index
     /// tagged as `target` says.
     pub async fn build(

@@ -2,17 +2,16 @@
 //! index image (file-based, or a legacy SQLite database migrated on the fly), working out the
 //! arches and the binary image, and building and pushing the new index image.
 
+use super::index_catalog::CatalogFiles;
 use super::runner::TaskContext;
 use super::tasks::TaskError;
-use crate::catalog::declcfg::DeclarativeConfig;
-use crate::catalog::load::load_files;
 use crate::catalog::render::ObjectsAs;
-use crate::catalog::write::{to_files, Format};
 use crate::registry::build::{layer, ConfigChanges};
 use crate::registry::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
 use crate::registry::unpack::{Limits, Node};
 use crate::registry::Reference;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// IIB's label for the delivery version of an index (`v4.18`).
 pub const DELIVERY_VERSION_LABEL: &str = "com.redhat.index.delivery.version";
@@ -42,12 +41,17 @@ pub async fn resolve(ctx: &TaskContext, pull_spec: &str) -> Result<String, TaskE
 
 /// An index image as read: its catalog, labels and arches.
 pub struct IndexContents {
-    pub catalog: DeclarativeConfig,
+    /// The catalog's files (shared with the worker's cache).
+    pub catalog: Arc<CatalogFiles>,
     pub labels: BTreeMap<String, String>,
     pub arches: BTreeSet<String>,
+    /// Whether its catalog is a file-based one in `/configs`, so a new index can be this image
+    /// plus a layer of changes.
+    pub layered: bool,
 }
 
-/// Reads the catalog of the index image `pull_spec` (its amd64 image, or the only one).
+/// Reads the catalog of the index image `pull_spec` (its amd64 image, or the only one), from
+/// the worker's cache when this worker has read or built that image before.
 pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexContents, TaskError> {
     let reference = parse(pull_spec)?;
     let fail =
@@ -65,6 +69,21 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
         .await
         .map_err(|e| fail(e.to_string()))?;
     let labels = image.labels();
+    let layered = labels
+        .get(CONFIGS_LABEL)
+        .is_some_and(|dir| dir.trim_end_matches('/') == CONFIGS_DIR);
+    if let Some(catalog) = ctx.catalogs.get(image.digest.as_str()) {
+        ctx.log.info(format!(
+            "The catalog of {pull_spec} ({} files) was read before; using it",
+            catalog.file_count()
+        ));
+        return Ok(IndexContents {
+            catalog,
+            labels,
+            arches,
+            layered,
+        });
+    }
     let limits = Limits::default();
     let catalog = if let Some(configs) = labels.get(CONFIGS_LABEL) {
         let dir = configs.trim_matches('/').to_string();
@@ -82,8 +101,7 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
                 _ => None,
             })
             .collect();
-        load_files(files.iter().map(|(p, b)| (p.as_str(), b.as_slice())))
-            .map_err(|e| fail(e.to_string()))?
+        CatalogFiles::from_files(files).map_err(|e| fail(e.to_string()))?
     } else if let Some(database) = labels.get(DATABASE_LABEL) {
         let path = database.trim_start_matches('/').to_string();
         let tree = ctx
@@ -97,18 +115,22 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
         let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
         let file = dir.path().join("index.db");
         std::fs::write(&file, bytes).map_err(|e| fail(e.to_string()))?;
-        crate::catalog::sqlite_index::migrate(&file, ObjectsAs::CsvMetadata)
+        let catalog = crate::catalog::sqlite_index::migrate(&file, ObjectsAs::CsvMetadata)
             .await
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        CatalogFiles::written(&catalog).map_err(|e| fail(e.to_string()))?
     } else {
         return Err(fail(format!(
             "it has neither the {CONFIGS_LABEL} label of a file-based catalog nor the {DATABASE_LABEL} label of a SQLite index"
         )));
     };
+    let catalog = Arc::new(catalog);
+    ctx.catalogs.put(image.digest.to_string(), catalog.clone());
     Ok(IndexContents {
         catalog,
         labels,
         arches,
+        layered,
     })
 }
 
@@ -148,32 +170,21 @@ pub fn binary_image(
         })
 }
 
-/// The new index image: the binary image for each arch with the catalog in `/configs` and
-/// IIB's labels, pushed (an image index) to the request's push target. Returns the pushed
-/// pull spec and its digest form.
-pub async fn build_and_push(
+/// What was pushed: the pull spec, its digest form, and each arch's manifest digest.
+pub struct Pushed {
+    pub spec: String,
+    pub resolved: String,
+    pub manifests: Vec<String>,
+}
+
+/// The config changes of every index image: IIB's labels, `/configs`, and `opm serve`.
+fn index_changes(
     ctx: &TaskContext,
-    binary_image: &str,
-    arches: &BTreeSet<String>,
-    catalog: &DeclarativeConfig,
     mut labels: BTreeMap<String, String>,
-) -> Result<(String, String), TaskError> {
-    let target_spec = ctx
-        .settings
-        .push_target(ctx.id)
-        .map_err(TaskError::Failed)?;
-    let target = parse(&target_spec)?;
-    let files: BTreeMap<String, Vec<u8>> = to_files(catalog, Format::Json)
-        .map_err(|e| TaskError::Failed(e.to_string()))?
-        .into_iter()
-        .map(|(path, text)| (format!("configs/{path}"), text.into_bytes()))
-        .collect();
-    let mut files = files;
-    // An opaque whiteout: nothing the binary image may hold under /configs shows through.
-    files.insert("configs/.wh..wh..opq".into(), Vec::new());
-    let catalog_layer = layer(&files);
+    what: &str,
+) -> ConfigChanges {
     labels.insert(CONFIGS_LABEL.into(), CONFIGS_DIR.into());
-    let changes = ConfigChanges {
+    ConfigChanges {
         labels,
         entrypoint: Some(vec!["/bin/opm".into()]),
         cmd: Some(vec![
@@ -184,8 +195,44 @@ pub async fn build_and_push(
         ]),
         env: Vec::new(),
         working_dir: None,
-        created_by: format!("iib request {}: the index catalog", ctx.id),
-    };
+        created_by: format!("iib request {}: {what}", ctx.id),
+    }
+}
+
+/// `files` (relative to the configs dir) as entries of a layer.
+fn configs_layer(files: &BTreeMap<String, Vec<u8>>, opaque: bool) -> crate::registry::build::Layer {
+    let mut entries: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .map(|(path, bytes)| {
+            (
+                format!("{}/{path}", CONFIGS_DIR.trim_start_matches('/')),
+                bytes.clone(),
+            )
+        })
+        .collect();
+    if opaque {
+        // An opaque whiteout: nothing the binary image may hold under /configs shows through.
+        entries.insert("configs/.wh..wh..opq".into(), Vec::new());
+    }
+    layer(&entries)
+}
+
+/// The new index image: the binary image for each arch with the catalog `files` in
+/// `/configs` and IIB's labels, pushed (an image index) to the request's push target.
+pub async fn build_and_push(
+    ctx: &TaskContext,
+    binary_image: &str,
+    arches: &BTreeSet<String>,
+    files: &BTreeMap<String, Vec<u8>>,
+    labels: BTreeMap<String, String>,
+) -> Result<Pushed, TaskError> {
+    let target_spec = ctx
+        .settings
+        .push_target(ctx.id)
+        .map_err(TaskError::Failed)?;
+    let target = parse(&target_spec)?;
+    let catalog_layer = configs_layer(files, true);
+    let changes = index_changes(ctx, labels, "the index catalog");
     if binary_image == "scratch" {
         return push_binaryless(ctx, &target, &target_spec, catalog_layer, &changes).await;
     }
@@ -200,8 +247,67 @@ pub async fn build_and_push(
                 "Failed to build the index image on {binary_image}: {e}"
             ))
         })?;
-    let resolved = target.with_digest(built.index).to_string();
-    Ok((target_spec, resolved))
+    Ok(Pushed {
+        resolved: target.with_digest(built.index).to_string(),
+        spec: target_spec,
+        manifests: built
+            .manifests
+            .into_iter()
+            .map(|(_, d)| d.to_string())
+            .collect(),
+    })
+}
+
+/// The new index image as `previous` (an index built on `binary_image`) plus one layer of
+/// `entries` (changed catalog files and whiteouts, relative to the configs dir). `None`, with
+/// nothing pushed, when `previous` is not built on `binary_image` for every arch or already
+/// stacks `IIB_INDEX_MAX_CATALOG_LAYERS` layers on it.
+pub async fn build_on_previous(
+    ctx: &TaskContext,
+    binary_image: &str,
+    previous: &str,
+    arches: &BTreeSet<String>,
+    entries: &BTreeMap<String, Vec<u8>>,
+    labels: BTreeMap<String, String>,
+) -> Result<Option<Pushed>, TaskError> {
+    if binary_image == "scratch" || ctx.settings.max_catalog_layers < 2 {
+        return Ok(None);
+    }
+    let target_spec = ctx
+        .settings
+        .push_target(ctx.id)
+        .map_err(TaskError::Failed)?;
+    let target = parse(&target_spec)?;
+    let delta = configs_layer(entries, false);
+    let changes = index_changes(ctx, labels, "the catalog changes");
+    let arches: Vec<String> = arches.iter().cloned().collect();
+    let built = ctx
+        .client
+        .build_extended(
+            &parse(binary_image)?,
+            &parse(previous)?,
+            &target,
+            &arches,
+            std::slice::from_ref(&delta),
+            &changes,
+            ctx.settings.max_catalog_layers,
+            None,
+        )
+        .await
+        .map_err(|e| {
+            TaskError::Failed(format!(
+                "Failed to build the index image on {previous}: {e}"
+            ))
+        })?;
+    Ok(built.map(|built| Pushed {
+        resolved: target.with_digest(built.index).to_string(),
+        spec: target_spec,
+        manifests: built
+            .manifests
+            .into_iter()
+            .map(|(_, d)| d.to_string())
+            .collect(),
+    }))
 }
 
 /// A binaryless index: one amd64 image of the catalog layer alone, under an image index.
@@ -211,7 +317,7 @@ async fn push_binaryless(
     target_spec: &str,
     catalog_layer: crate::registry::build::Layer,
     changes: &ConfigChanges,
-) -> Result<(String, String), TaskError> {
+) -> Result<Pushed, TaskError> {
     let fail = |e: crate::registry::RegistryError| {
         TaskError::Failed(format!("Failed to build the binaryless index image: {e}"))
     };
@@ -226,15 +332,17 @@ async fn push_binaryless(
         )
         .await
         .map_err(fail)?;
+    let manifests = vec![entry.digest.to_string()];
     let digest = ctx
         .client
         .push_index(target, &target.target(), vec![entry], None)
         .await
         .map_err(fail)?;
-    Ok((
-        target_spec.to_string(),
-        target.with_digest(digest).to_string(),
-    ))
+    Ok(Pushed {
+        spec: target_spec.to_string(),
+        resolved: target.with_digest(digest).to_string(),
+        manifests,
+    })
 }
 
 /// Tags the pushed index image with each of `tags` in the push target's repository.

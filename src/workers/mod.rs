@@ -2,6 +2,7 @@
 //! claiming and running requests on the service's tokio runtime, and one task per request type
 //! (`tasks/`) doing IIB's work with the native registry client and catalog engine.
 
+pub mod index_catalog;
 pub mod index_image;
 pub mod ocp_versions;
 pub mod operator_manifest;
@@ -50,11 +51,15 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), crate::registry::RegistryError> {
     let client = RegistryClient::new(client_options.clone())?;
+    let catalogs = Arc::new(index_catalog::CatalogCache::new(
+        settings.catalog_cache_bytes,
+    ));
     let runner = Arc::new(Runner {
         store,
         bus,
         client,
         client_options,
+        catalogs,
         settings: Arc::new(settings),
         worker: worker_id(),
         shutdown: shutdown.clone(),

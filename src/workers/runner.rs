@@ -2,6 +2,7 @@
 //! the claim alive with a heartbeat, run its task with the queue's time limit, and complete or
 //! fail it. A request whose workers died `max_attempts` times fails instead of looping.
 
+use super::index_catalog::CatalogCache;
 use super::request_log::RequestLog;
 use super::settings::{Queue, WorkerSettings};
 use super::tasks::{self, TaskError};
@@ -30,6 +31,8 @@ pub struct TaskContext {
     /// What `client` was made from (a request's own credentials make a client of their own).
     pub client_options: ClientOptions,
     pub settings: Arc<WorkerSettings>,
+    /// Index catalogs this worker read or built.
+    pub catalogs: Arc<CatalogCache>,
     pub log: RequestLog,
     pub worker: WorkerId,
 }
@@ -113,6 +116,7 @@ pub struct Runner {
     pub client: RegistryClient,
     pub client_options: ClientOptions,
     pub settings: Arc<WorkerSettings>,
+    pub catalogs: Arc<CatalogCache>,
     pub worker: WorkerId,
     pub shutdown: Shutdown,
     /// Requests running now in this process.
@@ -295,6 +299,7 @@ impl Runner {
             client: self.client.clone(),
             client_options: self.client_options.clone(),
             settings: self.settings.clone(),
+            catalogs: self.catalogs.clone(),
             log: log.clone(),
             worker: self.worker.clone(),
         }))

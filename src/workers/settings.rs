@@ -50,6 +50,12 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// How many times a request may be claimed (a worker dying each time) before it fails.
     pub max_attempts: u32,
+    /// How many catalog layers an index may stack on its binary image: a request changing a
+    /// few packages adds a layer of just those; past this, the catalog is written whole again
+    /// in one layer (below 2: always whole).
+    pub max_catalog_layers: usize,
+    /// Bytes of index catalogs the worker keeps in memory between requests.
+    pub catalog_cache_bytes: usize,
     /// IIB's `iib_registry`: where built images are pushed.
     pub registry: Option<String>,
     /// IIB's `iib_image_push_template`, e.g. `{registry}/iib-build:{request_id}`.
@@ -147,6 +153,15 @@ impl WorkerSettings {
                 .integer("IIB_WORKER_MAX_ATTEMPTS")
                 .unwrap_or(3)
                 .max(1) as u32,
+            max_catalog_layers: config
+                .integer("IIB_INDEX_MAX_CATALOG_LAYERS")
+                .unwrap_or(8)
+                .max(0) as usize,
+            catalog_cache_bytes: (config
+                .integer("IIB_WORKER_CATALOG_CACHE_MB")
+                .unwrap_or(128)
+                .max(0) as usize)
+                << 20,
             registry: config.text("IIB_REGISTRY").map(str::to_string),
             push_template: config
                 .text("IIB_IMAGE_PUSH_TEMPLATE")

@@ -5,18 +5,17 @@
 //! what IIB records.
 
 use super::TaskError;
-use crate::catalog::add::{
-    add_bundles, present, remove_packages, remove_packages_with, AddOptions, GraphMode,
-};
+use crate::catalog::add::{add_bundles, present, remove_packages, AddOptions, GraphMode};
 use crate::catalog::declcfg::DeclarativeConfig;
 use crate::catalog::deprecate::deprecate_truncate;
 use crate::catalog::model::validate;
 use crate::catalog::render::{render_bundle, ObjectsAs, RenderedBundle};
 use crate::registry::auth::Credentials;
 use crate::registry::bundle::BundleImage;
+use crate::workers::index_catalog::{CatalogFiles, Selection};
 use crate::workers::index_image::{
-    self, arches_of, binary_image, build_and_push, output_pull_spec, parse, read_index, resolve,
-    IndexContents, DELIVERY_VERSION_LABEL, DISTRIBUTION_SCOPE_LABEL,
+    self, arches_of, binary_image, build_and_push, build_on_previous, output_pull_spec, parse,
+    read_index, resolve, IndexContents, DELIVERY_VERSION_LABEL, DISTRIBUTION_SCOPE_LABEL,
 };
 use crate::workers::runner::TaskContext;
 use iib_aggregates::params::{
@@ -25,6 +24,7 @@ use iib_aggregates::params::{
 };
 use iib_aggregates::{BuildFacts, RequestType};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// What every index request starts from.
 struct Prepared {
@@ -192,6 +192,131 @@ async fn prebuild(
     .await
 }
 
+/// The catalog a task changes: the whole catalog, or the selected packages of the from_index.
+struct Working {
+    catalog: DeclarativeConfig,
+    /// What of the from_index `catalog` holds, when not all of it.
+    selection: Option<Selection>,
+}
+
+impl Working {
+    fn new(catalog: DeclarativeConfig) -> Self {
+        Self {
+            catalog,
+            selection: None,
+        }
+    }
+}
+
+fn unreadable(e: impl std::fmt::Display) -> TaskError {
+    TaskError::Failed(format!(
+        "Failed to read the catalog of the index image: {e}"
+    ))
+}
+
+impl Prepared {
+    /// The whole catalog of the from_index (empty without one).
+    fn whole(&self) -> Result<Working, TaskError> {
+        Ok(Working::new(match &self.contents {
+            Some(contents) => contents.catalog.load_all().map_err(unreadable)?,
+            None => DeclarativeConfig::default(),
+        }))
+    }
+
+    /// The packages a task changes (and those sharing files with them), to change and write
+    /// only them.
+    fn packages<'a>(
+        &self,
+        packages: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Working, TaskError> {
+        let Some(contents) = &self.contents else {
+            return self.whole();
+        };
+        let selection = contents.catalog.select(packages);
+        Ok(Working {
+            catalog: contents.catalog.load(&selection).map_err(unreadable)?,
+            selection: Some(selection),
+        })
+    }
+}
+
+/// Pushes the new index: the from_index plus a layer of the changed packages when the task
+/// changed only some (and the from_index is built on this binary image, with room for a
+/// layer), else the binary image plus the whole catalog. Either way the worker remembers the
+/// new catalog, so a request building on this image reads nothing but its changed packages.
+async fn publish(
+    ctx: &TaskContext,
+    prepared: &Prepared,
+    working: Working,
+) -> Result<index_image::Pushed, TaskError> {
+    let write = |catalog: &DeclarativeConfig| {
+        CatalogFiles::write(catalog)
+            .map_err(|e| TaskError::Failed(format!("Failed to write the catalog: {e}")))
+    };
+    let remember = |pushed: &index_image::Pushed, files: CatalogFiles| {
+        let files = Arc::new(files);
+        for manifest in &pushed.manifests {
+            ctx.catalogs.put(manifest.clone(), files.clone());
+        }
+    };
+    let Working { catalog, selection } = working;
+    if let (Some(selection), Some(contents), Some(from_index)) = (
+        &selection,
+        &prepared.contents,
+        &prepared.from_index_resolved,
+    ) {
+        let only_selected = CatalogFiles::packages_in(&catalog)
+            .iter()
+            .all(|p| selection.packages.contains(p));
+        if contents.layered && only_selected && !contents.catalog.covers_all(selection) {
+            let written = write(&catalog)?;
+            let entries = contents.catalog.delta(selection, &written);
+            if let Some(pushed) = build_on_previous(
+                ctx,
+                &prepared.binary_image_resolved,
+                from_index,
+                &prepared.arches,
+                &entries,
+                prepared.labels.clone(),
+            )
+            .await?
+            {
+                ctx.log.info(format!(
+                    "Built on {from_index} with one layer of the changed package(s) {}: {} file(s) written, {} removed",
+                    selection.packages.iter().cloned().collect::<Vec<_>>().join(", "),
+                    written.len(),
+                    entries.len() - written.len(),
+                ));
+                remember(
+                    &pushed,
+                    contents.catalog.replaced(selection, written, &catalog),
+                );
+                return Ok(pushed);
+            }
+        }
+    }
+    // The whole catalog on the binary image.
+    let catalog = match (&selection, &prepared.contents) {
+        (Some(selection), Some(contents)) => {
+            let mut whole = contents.catalog.load_rest(selection).map_err(unreadable)?;
+            whole.merge(catalog);
+            whole
+        }
+        _ => catalog,
+    };
+    let files = write(&catalog)?;
+    let pushed = build_and_push(
+        ctx,
+        &prepared.binary_image_resolved,
+        &prepared.arches,
+        &files,
+        prepared.labels.clone(),
+    )
+    .await?;
+    remember(&pushed, CatalogFiles::from_written(files, &catalog));
+    Ok(pushed)
+}
+
 /// Builds and pushes the new index, pushes the build tags, overwrites the index the request
 /// names (`RequestParams::overwritten_index`) with its token, and records the image. As IIB:
 /// add, rm, fbc-operations and add-deprecations also record the resolved image and the internal
@@ -200,7 +325,7 @@ async fn prebuild(
 async fn finish(
     ctx: &TaskContext,
     prepared: &Prepared,
-    catalog: &DeclarativeConfig,
+    working: Working,
     build_tags: &[String],
 ) -> Result<(), TaskError> {
     let request_type = ctx.params.request_type();
@@ -214,20 +339,14 @@ async fn finish(
         SecretKind::OverwriteFromIndexToken
     };
     let overwrite = ctx.params.overwritten_index().map(|index| (index, token));
-    validate(catalog).map_err(|e| {
+    validate(&working.catalog).map_err(|e| {
         TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
     })?;
     if request_type != RequestType::MergeIndexImage {
         ctx.progress("Creating the manifest list").await?;
     }
-    let (pushed, pushed_resolved) = build_and_push(
-        ctx,
-        &prepared.binary_image_resolved,
-        &prepared.arches,
-        catalog,
-        prepared.labels.clone(),
-    )
-    .await?;
+    let built = publish(ctx, prepared, working).await?;
+    let (pushed, pushed_resolved) = (built.spec, built.resolved);
     ctx.log.info(format!(
         "Pushed the index image {pushed} ({pushed_resolved})"
     ));
@@ -275,14 +394,6 @@ async fn finish(
         }
     }
     ctx.facts(facts).await
-}
-
-fn catalog_of(prepared: &Prepared) -> DeclarativeConfig {
-    prepared
-        .contents
-        .as_ref()
-        .map(|c| c.catalog.clone())
-        .unwrap_or_default()
 }
 
 /// The request's bundle images (resolved pull specs), each read once: labels and files.
@@ -448,13 +559,31 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         },
     )
     .await?;
-    let mut catalog = catalog_of(&prepared);
+    // The bundles named for deprecation, resolved up front: their packages are changed too.
+    let mut listed = Vec::new();
+    for bundle in &params.deprecation_list {
+        listed.push(resolve(ctx, bundle).await?);
+    }
+    let mut packages: BTreeSet<String> =
+        rendered.iter().map(|b| b.bundle.package.clone()).collect();
+    if let Some(contents) = &prepared.contents {
+        for image in &listed {
+            packages.extend(
+                contents
+                    .catalog
+                    .packages_of_image(image)
+                    .map(str::to_string),
+            );
+        }
+    }
+    let mut working = prepared.packages(packages.iter().map(String::as_str))?;
+    let catalog = &mut working.catalog;
     let mut missing = rendered;
     if prepared.contents.is_some() {
         ctx.progress("Checking if bundles are already present in index image")
             .await?;
         // Bundles already in the index are left out, as IIB does.
-        let already: BTreeSet<String> = present(&catalog, &missing)
+        let already: BTreeSet<String> = present(catalog, &missing)
             .iter()
             .map(|b| b.bundle.image.clone())
             .collect();
@@ -466,7 +595,7 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         missing.retain(|b| !already.contains(&b.bundle.image));
     }
     let report = add_bundles(
-        &mut catalog,
+        catalog,
         missing,
         &AddOptions {
             mode: graph_mode(params.graph_update_mode.as_deref())?,
@@ -479,10 +608,6 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         ctx.log.info(line);
     }
     if !params.deprecation_list.is_empty() {
-        let mut listed = Vec::new();
-        for bundle in &params.deprecation_list {
-            listed.push(resolve(ctx, bundle).await?);
-        }
         // Only bundles of the index (or of this request) are deprecated.
         let known: BTreeSet<&str> = catalog.bundles.iter().map(|b| b.image.as_str()).collect();
         let images: Vec<String> = listed
@@ -493,11 +618,11 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
             ctx.log
                 .info("Deprecation list was set but no bundles were found for deprecation.");
         } else {
-            deprecate_truncate(&mut catalog, &images)
+            deprecate_truncate(catalog, &images)
                 .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
         }
     }
-    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
+    finish(ctx, &prepared, working, &params.build_tags).await?;
     Ok("The operator bundle(s) were successfully added to the index image".into())
 }
 
@@ -512,13 +637,19 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     )
     .await?;
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
-    let mut catalog = catalog_of(&prepared);
-    remove_packages(&mut catalog, &params.operators).map_err(|e| {
+    let operators: Vec<&str> = params
+        .operators
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+        .collect();
+    let mut working = prepared.packages(operators)?;
+    remove_packages(&mut working.catalog, &params.operators).map_err(|e| {
         TaskError::Failed(format!(
             "Failed to remove operators from the index image: {e}"
         ))
     })?;
-    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
+    finish(ctx, &prepared, working, &params.build_tags).await?;
     Ok("The operator(s) were successfully removed from the index image".into())
 }
 
@@ -538,18 +669,24 @@ pub async fn create_empty_index(
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
     ctx.progress("Checking operators present in index image")
         .await?;
-    let mut catalog = catalog_of(&prepared);
-    let packages: Vec<String> = catalog.packages.iter().map(|p| p.name.clone()).collect();
+    let packages: Vec<String> = prepared
+        .contents
+        .as_ref()
+        .map(|c| c.catalog.packages().map(str::to_string).collect())
+        .unwrap_or_default();
     ctx.progress("Removing operators from index image").await?;
-    remove_packages_with(&mut catalog, &packages, true).map_err(engine)?;
-    // What no package owns goes too: the index is empty.
-    catalog = DeclarativeConfig::default();
+    ctx.log.info(format!(
+        "Removing the package(s) {} and every blob of no package",
+        packages.join(", ")
+    ));
+    // The index is empty: every package goes, and what no package owns too.
+    let catalog = DeclarativeConfig::default();
     ctx.progress("Getting and updating labels for new index image")
         .await?;
     if let Some(labels) = &params.labels {
         prepared.labels.extend(labels.clone());
     }
-    finish(ctx, &prepared, &catalog, &[]).await?;
+    finish(ctx, &prepared, Working::new(catalog), &[]).await?;
     Ok("The empty index image was successfully created".into())
 }
 
@@ -569,15 +706,19 @@ pub async fn add_deprecations(
     )
     .await?;
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
-    let mut catalog = catalog_of(&prepared);
+    let mut working = prepared.packages([params.operator_package.as_str()])?;
     ctx.progress("Getting all deprecations present in index image")
         .await?;
     let schema: serde_json::Value = serde_json::from_str(&params.deprecation_schema)
         .map_err(|e| TaskError::Failed(format!("The deprecation schema is not valid JSON: {e}")))?;
     ctx.progress("Adding deprecations to from_index").await?;
-    crate::catalog::deprecations::set_deprecations(&mut catalog, &params.operator_package, &schema)
-        .map_err(engine)?;
-    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
+    crate::catalog::deprecations::set_deprecations(
+        &mut working.catalog,
+        &params.operator_package,
+        &schema,
+    )
+    .map_err(engine)?;
+    finish(ctx, &prepared, working, &params.build_tags).await?;
     Ok("The deprecation schema was successfully added to the index image".into())
 }
 
@@ -614,7 +755,6 @@ pub async fn fbc_operations(
         },
     )
     .await?;
-    let mut catalog = catalog_of(&prepared);
     let count = resolved_fragments.len();
     ctx.progress(format!(
         "Extracting operator packages from {count} fbc fragment(s)"
@@ -622,8 +762,14 @@ pub async fn fbc_operations(
     .await?;
     let mut fragments = Vec::new();
     for resolved in &resolved_fragments {
-        fragments.push(read_index(ctx, resolved).await?.catalog);
+        let fragment = read_index(ctx, resolved).await?.catalog;
+        fragments.push(fragment.load_all().map_err(unreadable)?);
     }
+    let packages: BTreeSet<String> = fragments
+        .iter()
+        .flat_map(crate::catalog::fragment::packages)
+        .collect();
+    let mut working = prepared.packages(packages.iter().map(String::as_str))?;
     for (i, (fragment, resolved)) in fragments.into_iter().zip(&resolved_fragments).enumerate() {
         let packages: Vec<String> = crate::catalog::fragment::packages(&fragment)
             .into_iter()
@@ -635,9 +781,10 @@ pub async fn fbc_operations(
             i + 1
         ))
         .await?;
-        crate::catalog::fragment::add_fragment(&mut catalog, fragment, resolved).map_err(engine)?;
+        crate::catalog::fragment::add_fragment(&mut working.catalog, fragment, resolved)
+            .map_err(engine)?;
     }
-    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
+    finish(ctx, &prepared, working, &params.build_tags).await?;
     Ok(format!(
         "The {count} FBC fragment(s) were successfully added in the index image"
     ))
@@ -705,9 +852,9 @@ pub async fn merge_index_image(
     .await?;
     ctx.progress("Getting bundles present in the index images")
         .await?;
-    let mut catalog = source.catalog;
+    let mut catalog = source.catalog.load_all().map_err(unreadable)?;
     let target = if params.target_index.is_some() {
-        catalog_of(&prepared)
+        prepared.whole()?.catalog
     } else {
         DeclarativeConfig::default()
     };
@@ -780,6 +927,6 @@ pub async fn merge_index_image(
         deprecate_truncate(&mut catalog, &deprecations)
             .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
     }
-    finish(ctx, &prepared, &catalog, &params.build_tags).await?;
+    finish(ctx, &prepared, Working::new(catalog), &params.build_tags).await?;
     Ok("The index image was successfully cleaned and updated.".into())
 }
