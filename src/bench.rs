@@ -689,7 +689,7 @@ pub async fn add(
             if body["state"] != "in_progress" {
                 break body;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
         if state["state"] != "complete" {
             let _ = child.kill();
@@ -707,7 +707,7 @@ pub async fn add(
     let mut warm = times[1.min(times.len() - 1)..].to_vec();
     warm.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "add 1 bundle to {label} ({} bundles), {} requests: p50 {:.2} s, p90 {:.2} s, max {:.2} s (goal p50 < 3 s); first (cold) {:.2} s, later (warm) p50 {:.2} s; server peak RSS {} (goal < 300 MB)",
+        "add 1 bundle to {label} ({} bundles), {} requests: p50 {:.3} s, p90 {:.3} s, max {:.3} s (goal p50 < 3 s); first (cold) {:.3} s, later (warm) p50 {:.3} s; server peak RSS {} (goal < 300 MB)",
         catalog.bundles.len(),
         times.len(),
         sorted[sorted.len() / 2],
