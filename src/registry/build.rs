@@ -109,6 +109,14 @@ pub struct Built {
     pub uploaded: u64,
 }
 
+/// One arch of an image to push: the layers it keeps, each with the repository that has it,
+/// and its config before the changes.
+struct ArchPlan<'a> {
+    arch: String,
+    kept: Vec<(Descriptor, &'a Reference)>,
+    config: Value,
+}
+
 /// A fixed creation time, so builds are reproducible.
 const CREATED: &str = "1970-01-01T00:00:00Z";
 
@@ -349,51 +357,82 @@ impl RegistryClient {
             }
             plans.push((arch.clone(), image, before));
         }
+        let plans = plans
+            .into_iter()
+            .map(|(arch, image, before)| {
+                let mut config = image.config;
+                config["rootfs"] = before.config["rootfs"].clone();
+                config["history"] = before.config["history"].clone();
+                let kept = before
+                    .manifest
+                    .layers
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, layer)| {
+                        let from = if i < image.manifest.layers.len() {
+                            base
+                        } else {
+                            previous
+                        };
+                        (layer, from)
+                    })
+                    .collect();
+                ArchPlan { arch, kept, config }
+            })
+            .collect();
+        self.push_plans(target, plans, layers, changes, credentials)
+            .await
+            .map(Some)
+    }
+
+    /// Pushes each arch's image (its kept layers taken from where they are, `layers`, and its
+    /// config with `changes`) and an index of them.
+    async fn push_plans(
+        &self,
+        target: &Reference,
+        plans: Vec<ArchPlan<'_>>,
+        layers: &[Layer],
+        changes: &ConfigChanges,
+        credentials: Option<&Credentials>,
+    ) -> Result<Built, InspectError> {
         let mut uploaded = 0;
         let mut entries = Vec::new();
         let mut manifests = Vec::new();
-        for (arch, image, before) in plans {
-            for (i, layer) in before.manifest.layers.iter().enumerate() {
-                let source = if i < image.manifest.layers.len() {
-                    base
-                } else {
-                    previous
-                };
+        for plan in plans {
+            let mut image_layers = Vec::with_capacity(plan.kept.len() + layers.len());
+            for (layer, from) in plan.kept {
                 uploaded += self
-                    .transfer_blob(source, target, &layer.digest, credentials)
+                    .transfer_blob(from, target, &layer.digest, credentials)
                     .await?;
+                image_layers.push(layer);
             }
             for layer in layers {
                 uploaded += self
                     .push_blob(target, &layer.digest, layer.blob.clone(), credentials)
                     .await?;
             }
-            let mut config = image.config.clone();
-            config["rootfs"] = before.config["rootfs"].clone();
-            config["history"] = before.config["history"].clone();
-            let config = apply_changes(config, layers, changes);
-            let mut image_layers = before.manifest.layers.clone();
             image_layers.extend(layers.iter().map(Layer::descriptor));
             let platform = Platform {
-                architecture: arch.clone(),
-                os: image.config["os"].as_str().unwrap_or("linux").to_string(),
-                variant: image.config["variant"].as_str().map(str::to_string),
+                architecture: plan.arch.clone(),
+                os: plan.config["os"].as_str().unwrap_or("linux").to_string(),
+                variant: plan.config["variant"].as_str().map(str::to_string),
             };
+            let config = apply_changes(plan.config, layers, changes);
             let (entry, sent) = self
                 .push_arch_image(target, platform, &config, image_layers, credentials)
                 .await?;
             uploaded += sent;
-            manifests.push((arch, entry.digest.clone()));
+            manifests.push((plan.arch, entry.digest.clone()));
             entries.push(entry);
         }
         let index = self
             .push_index(target, &target.target(), entries, credentials)
             .await?;
-        Ok(Some(Built {
+        Ok(Built {
             index,
             manifests,
             uploaded,
-        }))
+        })
     }
 
     /// Builds `target` for `arches` from `base` plus `layers`, and pushes it with an index
@@ -407,47 +446,25 @@ impl RegistryClient {
         changes: &ConfigChanges,
         credentials: Option<&Credentials>,
     ) -> Result<Built, InspectError> {
-        let mut uploaded = 0;
-        let mut entries = Vec::new();
-        let mut manifests = Vec::new();
         let mut arches: Vec<String> = arches.to_vec();
         arches.sort();
         arches.dedup();
-        for arch in &arches {
-            let image = self.arch_image(base, Some(arch)).await?;
-            for layer in &image.manifest.layers {
-                uploaded += self
-                    .transfer_blob(base, target, &layer.digest, credentials)
-                    .await?;
-            }
-            for layer in layers {
-                uploaded += self
-                    .push_blob(target, &layer.digest, layer.blob.clone(), credentials)
-                    .await?;
-            }
-            let config = apply_changes(image.config.clone(), layers, changes);
-            let mut image_layers = image.manifest.layers.clone();
-            image_layers.extend(layers.iter().map(Layer::descriptor));
-            let platform = Platform {
-                architecture: arch.clone(),
-                os: image.config["os"].as_str().unwrap_or("linux").to_string(),
-                variant: image.config["variant"].as_str().map(str::to_string),
-            };
-            let (entry, sent) = self
-                .push_arch_image(target, platform, &config, image_layers, credentials)
-                .await?;
-            uploaded += sent;
-            manifests.push((arch.clone(), entry.digest.clone()));
-            entries.push(entry);
+        let mut plans = Vec::with_capacity(arches.len());
+        for arch in arches {
+            let image = self.arch_image(base, Some(&arch)).await?;
+            plans.push(ArchPlan {
+                arch,
+                kept: image
+                    .manifest
+                    .layers
+                    .into_iter()
+                    .map(|l| (l, base))
+                    .collect(),
+                config: image.config,
+            });
         }
-        let index = self
-            .push_index(target, &target.target(), entries, credentials)
-            .await?;
-        Ok(Built {
-            index,
-            manifests,
-            uploaded,
-        })
+        self.push_plans(target, plans, layers, changes, credentials)
+            .await
     }
 }
 

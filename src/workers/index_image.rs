@@ -177,6 +177,20 @@ pub struct Pushed {
     pub manifests: Vec<String>,
 }
 
+impl Pushed {
+    fn new(target: &Reference, spec: String, built: crate::registry::build::Built) -> Self {
+        Self {
+            resolved: target.with_digest(built.index).to_string(),
+            spec,
+            manifests: built
+                .manifests
+                .into_iter()
+                .map(|(_, d)| d.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// The config changes of every index image: IIB's labels, `/configs`, and `opm serve`.
 fn index_changes(
     ctx: &TaskContext,
@@ -247,15 +261,7 @@ pub async fn build_and_push(
                 "Failed to build the index image on {binary_image}: {e}"
             ))
         })?;
-    Ok(Pushed {
-        resolved: target.with_digest(built.index).to_string(),
-        spec: target_spec,
-        manifests: built
-            .manifests
-            .into_iter()
-            .map(|(_, d)| d.to_string())
-            .collect(),
-    })
+    Ok(Pushed::new(&target, target_spec, built))
 }
 
 /// The new index image as `previous` (an index built on `binary_image`) plus one layer of
@@ -299,15 +305,7 @@ pub async fn build_on_previous(
                 "Failed to build the index image on {previous}: {e}"
             ))
         })?;
-    Ok(built.map(|built| Pushed {
-        resolved: target.with_digest(built.index).to_string(),
-        spec: target_spec,
-        manifests: built
-            .manifests
-            .into_iter()
-            .map(|(_, d)| d.to_string())
-            .collect(),
-    }))
+    Ok(built.map(|built| Pushed::new(&target, target_spec, built)))
 }
 
 /// A binaryless index: one amd64 image of the catalog layer alone, under an image index.
