@@ -297,7 +297,16 @@ async fn an_add_request_builds_and_pushes_the_new_index() {
 async fn failures_end_the_request_with_a_reason_and_push_nothing() {
     let world = world(3).await;
     let logs = tempfile::tempdir().unwrap();
-    let server = serve(&world, logs.path(), &[]).await;
+    // An organization whose pull specs must carry a label none of them has.
+    let server = serve(
+        &world,
+        logs.path(),
+        &[(
+            "IIB_ORGANIZATION_CUSTOMIZATIONS",
+            r#"{"strict": [{"type": "image_name_from_labels", "template": "{com.example.team}/{name}"}]}"#,
+        )],
+    )
+    .await;
     // A bundle that does not exist.
     let missing = post(
         &server,
@@ -334,7 +343,33 @@ async fn failures_end_the_request_with_a_reason_and_push_nothing() {
         }),
     )
     .await;
+    // A registry nothing listens on.
+    let unreachable = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({
+            "bundles": ["127.0.0.1:9/kube-green-bundle:0.1.0"],
+            "from_index": world.index,
+            "binary_image": world.binary,
+        }),
+    )
+    .await;
+    let (bundle, _) = bundle_with_references(&world.registry.host).await;
+    let strict = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        json!({"from_bundle_image": bundle, "organization": "strict"}),
+    )
+    .await;
     for (submitted, reason) in [
+        (
+            &unreachable,
+            "Failed to resolve the container image 127.0.0.1:9/kube-green-bundle:0.1.0",
+        ),
+        (
+            &strict,
+            "is missing one or more label(s) required in the image_name_from_labels {com.example.team}/{name}",
+        ),
         (&missing, "kube-green-bundle:9.9.9"),
         (
             &arches,
