@@ -523,6 +523,7 @@ pub async fn add(
     bundles: usize,
     requests: usize,
     fixtures: Option<std::path::PathBuf>,
+    chain: bool,
 ) -> Result<()> {
     use crate::catalog::add::{add_bundles, AddOptions};
     use crate::catalog::declcfg::DeclarativeConfig;
@@ -619,7 +620,15 @@ pub async fn add(
             Some(package) => (
                 package.clone(),
                 format!("1.{}.0", next_version + r),
-                Some(format!("{package}.v1.{}.0", next_version - 1)),
+                // Each replaces the index's head, or with --chain the previous request's.
+                Some(format!(
+                    "{package}.v1.{}.0",
+                    if chain {
+                        next_version + r
+                    } else {
+                        next_version
+                    } - 1
+                )),
             ),
             None => (format!("bench-extra-{r}"), "1.0.0".to_string(), None),
         };
@@ -669,9 +678,14 @@ pub async fn add(
     let mut times = Vec::new();
     for bundle in &new_bundles {
         let started = Instant::now();
+        let mut body = json!({"bundles": [bundle], "from_index": index.to_string(), "binary_image": binary.to_string()});
+        if chain {
+            body["overwrite_from_index"] = json!(true);
+            body["overwrite_from_index_token"] = json!("bench:bench");
+        }
         let answer: serde_json::Value = http
             .post(format!("{base}/api/v1/builds/add"))
-            .json(&json!({"bundles": [bundle], "from_index": index.to_string(), "binary_image": binary.to_string()}))
+            .json(&body)
             .send()
             .await?
             .json()
@@ -707,8 +721,13 @@ pub async fn add(
     let mut warm = times[1.min(times.len() - 1)..].to_vec();
     warm.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "add 1 bundle to {label} ({} bundles), {} requests: p50 {:.3} s, p90 {:.3} s, max {:.3} s (goal p50 < 3 s); first (cold) {:.3} s, later (warm) p50 {:.3} s; server peak RSS {} (goal < 300 MB)",
+        "add 1 bundle to {label} ({} bundles){}, {} requests: p50 {:.3} s, p90 {:.3} s, max {:.3} s (goal p50 < 3 s); first (cold) {:.3} s, later (warm) p50 {:.3} s; server peak RSS {} (goal < 300 MB)",
         catalog.bundles.len(),
+        if chain {
+            ", each on the last (overwrite_from_index)"
+        } else {
+            ""
+        },
         times.len(),
         sorted[sorted.len() / 2],
         sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)],

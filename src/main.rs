@@ -181,7 +181,7 @@ enum Bench {
         fixtures: Option<PathBuf>,
     },
     /// Times POST add of one bundle to an index of PACKAGES × BUNDLES until complete, through
-    /// `iib serve` against the registry at HOST (`deploy/bench-add.sh` starts one).
+    /// `iib serve` against the registry at HOST (`deploy/bench-registry.sh add` starts one).
     Add {
         #[arg(long)]
         registry: String,
@@ -194,6 +194,10 @@ enum Bench {
         /// Use the fixtures' community catalog as the index instead.
         #[arg(long)]
         fixtures: Option<PathBuf>,
+        /// Each request adds the next version on top of the previous one and overwrites the
+        /// index (`overwrite_from_index`), as a release pipeline does.
+        #[arg(long)]
+        chain: bool,
     },
     /// Times the Kafka relay against the broker at BROKERS: commit-to-consumer latency of each
     /// build.state message, and a cold replay (`deploy/bench-kafka.sh` starts tansu).
@@ -399,8 +403,9 @@ async fn run() -> Result<()> {
                     bundles,
                     requests,
                     fixtures,
+                    chain,
                 },
-        } => iib::bench::add(&registry, packages, bundles, requests, fixtures).await,
+        } => iib::bench::add(&registry, packages, bundles, requests, fixtures, chain).await,
         Command::Bench {
             bench: Bench::Kafka { brokers, requests },
         } => iib::bench::kafka(&brokers, requests).await,
