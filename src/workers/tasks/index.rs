@@ -30,6 +30,8 @@ use std::sync::Arc;
 struct Prepared {
     contents: Option<IndexContents>,
     from_index_resolved: Option<String>,
+    /// The other indexes, resolved (merge-index-image's source when it has a target).
+    others_resolved: Vec<String>,
     binary_image: String,
     binary_image_resolved: String,
     arches: BTreeSet<String>,
@@ -79,6 +81,10 @@ async fn prepare(
         }
         None => (None, None),
     };
+    let mut others_resolved = Vec::with_capacity(other_indexes.len());
+    for index in other_indexes {
+        others_resolved.push(resolve(ctx, index).await?);
+    }
     let index_labels = contents
         .as_ref()
         .map(|c| c.labels.clone())
@@ -125,9 +131,8 @@ async fn prepare(
         if let Some(contents) = &contents {
             arches.extend(contents.arches.iter().cloned());
         }
-        for index in other_indexes {
-            let resolved = resolve(ctx, index).await?;
-            arches.extend(arches_of(ctx, &resolved).await?);
+        for resolved in &others_resolved {
+            arches.extend(arches_of(ctx, resolved).await?);
         }
         if arches.is_empty() {
             return Err(TaskError::Failed(
@@ -159,6 +164,7 @@ async fn prepare(
     Ok(Prepared {
         contents,
         from_index_resolved,
+        others_resolved,
         binary_image,
         binary_image_resolved,
         arches,
@@ -834,8 +840,15 @@ pub async fn merge_index_image(
         params.distribution_scope.as_deref(),
     )
     .await?;
-    let source_resolved = resolve(ctx, &params.source_from_index).await?;
-    let source = read_index(ctx, &source_resolved).await?;
+    // The source as resolved once: prepare's other index with a target, else its from_index.
+    let (source_resolved, source) = match (&params.target_index, prepared.others_resolved.first()) {
+        (Some(_), Some(resolved)) => (resolved.clone(), read_index(ctx, resolved).await?.catalog),
+        _ => match (&prepared.from_index_resolved, &prepared.contents) {
+            (Some(resolved), Some(contents)) => (resolved.clone(), contents.catalog.clone()),
+            _ => return Err(unreadable("the source index was not read")),
+        },
+    };
+
     let target_resolved = params
         .target_index
         .as_ref()
@@ -852,7 +865,7 @@ pub async fn merge_index_image(
     .await?;
     ctx.progress("Getting bundles present in the index images")
         .await?;
-    let mut catalog = source.catalog.load_all().map_err(unreadable)?;
+    let mut catalog = source.load_all().map_err(unreadable)?;
     let target = if params.target_index.is_some() {
         prepared.whole()?.catalog
     } else {
