@@ -1506,3 +1506,86 @@ async fn a_change_of_some_packages_adds_one_layer_holding_only_them() {
     );
     assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerate_bundle_reads_a_private_bundle_with_the_registry_auths_it_was_sent() {
+    use base64::Engine as _;
+    let world = world(1).await;
+    let private = Registry::start_with_auth(Some(("robot", "pr1vate-s3cret"))).await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("robot:pr1vate-s3cret");
+    let auths = json!({"auths": {private.host.clone(): {"auth": auth}}});
+    // The bundle lives in the private registry; the images it names in the public one.
+    let package = community_packages()
+        .into_iter()
+        .find(|p| p.name == "kube-green")
+        .unwrap();
+    let public = RegistryClient::new(ClientOptions::default()).unwrap();
+    let operator = format!("{}/kubegreen/kube-green:0.7.1", world.registry.host);
+    push_binary_image(&public, &operator.parse().unwrap(), &["amd64"]).await;
+    let local = [
+        ("docker.io/kubegreen/kube-green:0.7.1", operator.as_str()),
+        (
+            "gcr.io/kubebuilder/kube-rbac-proxy:v0.5.0",
+            operator.as_str(),
+        ),
+        ("kubegreen/kube-green:0.3.0", operator.as_str()),
+    ];
+    let dir = rewritten_bundle(&package.bundles[9].1, &local, None);
+    let credentialed = RegistryClient::new(ClientOptions {
+        credentials: iib::registry::auth::CredentialStore::from_docker_config(&auths.to_string())
+            .unwrap(),
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let bundle = format!("{}/team/kube-green-bundle:private", private.host);
+    push_bundle(&credentialed, &bundle.parse().unwrap(), dir.path()).await;
+
+    let logs = tempfile::tempdir().unwrap();
+    let related = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[(
+            "IIB_REQUEST_RELATED_BUNDLES_DIR",
+            related.path().to_str().unwrap(),
+        )],
+    )
+    .await;
+    // Without credentials the service cannot read it.
+    let refused = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        json!({"from_bundle_image": bundle}),
+    )
+    .await;
+    let refused = finished(&server, refused["id"].as_u64().unwrap()).await;
+    assert_eq!(refused["state"], "failed", "{refused}");
+    let reason = refused["state_reason"].as_str().unwrap();
+    assert!(reason.contains(&bundle), "{reason}");
+
+    // With them, this request can; they stay out of its answers, history and log.
+    let submitted = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        json!({"from_bundle_image": bundle, "registry_auths": auths}),
+    )
+    .await;
+    let id = submitted["id"].as_u64().unwrap();
+    let done = finished(&server, id).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let pushed = format!("{}/iib-build:{id}", world.registry.host);
+    assert_eq!(done["bundle_image"], pushed.as_str());
+    let inspected = skopeo_inspect(&pushed, "amd64").expect("the bundle is pushed");
+    assert_eq!(inspected["Labels"]["com.redhat.iib.pinned"], "true");
+    let history = events(&server, id).await;
+    let log = request_log(&server, id).await;
+    for text in [
+        submitted.to_string(),
+        done.to_string(),
+        serde_json::to_string(&history).unwrap(),
+        log,
+    ] {
+        assert!(!text.contains("pr1vate-s3cret"), "{text}");
+        assert!(!text.contains(&auth), "{text}");
+    }
+}

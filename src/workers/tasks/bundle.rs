@@ -5,7 +5,7 @@
 use super::TaskError;
 use crate::registry::build::{layer, ConfigChanges};
 use crate::registry::RegistryClient;
-use crate::workers::index_image::{arches_of, parse};
+use crate::workers::index_image::parse;
 use crate::workers::operator_manifest::{self as om, ImageName};
 use crate::workers::runner::TaskContext;
 use iib_aggregates::params::{RecursiveRelatedBundlesParams, RegenerateBundleParams, SecretKind};
@@ -440,7 +440,13 @@ pub async fn regenerate_bundle(
     ctx.progress("Resolving from_bundle_image").await?;
     let client = request_client(ctx)?;
     let resolved = resolve_with(&client, &params.from_bundle_image).await?;
-    let arches = arches_of(ctx, &resolved).await?;
+    // Every read goes through the request's client: the bundle may need its registry_auths.
+    let arches: BTreeSet<String> = client
+        .arches(&parse(&resolved)?)
+        .await
+        .map_err(|e| TaskError::Failed(format!("Failed to read the arches of {resolved}: {e}")))?
+        .into_iter()
+        .collect();
     if arches.is_empty() {
         return Err(TaskError::Failed(format!(
             "No arches were found in the resolved from_bundle_image {resolved}"
