@@ -153,18 +153,34 @@ fn skopeo_inspect(image: &str, arch: &str) -> Option<Value> {
 
 /// The files under `/configs` of an image's `arch`, unpacked with umoci.
 fn unpacked_configs(image: &str, arch: &str) -> BTreeMap<String, String> {
+    unpacked_configs_as(image, arch, None)
+}
+
+/// `unpacked_configs`, reading the image with `user:password`.
+fn unpacked_configs_with(image: &str, arch: &str, creds: &str) -> BTreeMap<String, String> {
+    unpacked_configs_as(image, arch, Some(creds))
+}
+
+fn unpacked_configs_as(image: &str, arch: &str, creds: Option<&str>) -> BTreeMap<String, String> {
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
-    let copied = run(&[
+    let source = format!("docker://{image}");
+    let destination = format!("oci:{}:built", layout.display());
+    let mut args = vec![
         "skopeo",
         "--insecure-policy",
         "copy",
         "--src-tls-verify=false",
         "--override-arch",
         arch,
-        &format!("docker://{image}"),
-        &format!("oci:{}:built", layout.display()),
-    ]);
+    ];
+    let creds_arg;
+    if let Some(creds) = creds {
+        creds_arg = format!("--src-creds={creds}");
+        args.push(&creds_arg);
+    }
+    args.extend([source.as_str(), destination.as_str()]);
+    let copied = run(&args);
     assert!(
         copied.status.success(),
         "{}",
@@ -1588,4 +1604,90 @@ async fn regenerate_bundle_reads_a_private_bundle_with_the_registry_auths_it_was
         assert!(!text.contains("pr1vate-s3cret"), "{text}");
         assert!(!text.contains(&auth), "{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwrite_from_index_pushes_with_each_requests_own_token() {
+    use base64::Engine as _;
+    use iib::registry::auth::{CredentialStore, Credentials};
+    use support::token_issuer::TokenIssuer;
+    let world = world(3).await;
+    // A registry whose token service lets the reader pull and the writer push.
+    let issuer = TokenIssuer::start_with_users(&[
+        ("reader", "r3ad-only", Some(&["pull"])),
+        ("writer", "wr1te-s3cret", None),
+    ])
+    .await;
+    let private = Registry::start_with_auth_config(&issuer.registry_auth_config()).await;
+    let mut credentials = CredentialStore::default();
+    credentials.insert(
+        &private.host,
+        Credentials::from_user_colon_secret("writer:wr1te-s3cret").unwrap(),
+    );
+    let writer = RegistryClient::new(ClientOptions {
+        credentials,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let index = format!("{}/team/index:v4.18", private.host);
+    writer
+        .copy(&world.index.parse().unwrap(), &index.parse().unwrap(), None)
+        .await
+        .unwrap();
+    // The service itself only reads there.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let reader_auth = base64::engine::general_purpose::STANDARD.encode("reader:r3ad-only");
+    std::fs::write(
+        config.path(),
+        json!({"auths": {private.host.clone(): {"auth": reader_auth}}}).to_string(),
+    )
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[(
+            "IIB_DOCKER_CONFIG_TEMPLATE",
+            config.path().to_str().unwrap(),
+        )],
+    )
+    .await;
+    let add = |bundle: &str, token: &str| {
+        json!({
+            "bundles": [bundle],
+            "from_index": index,
+            "binary_image": world.binary,
+            "overwrite_from_index": true,
+            "overwrite_from_index_token": token,
+        })
+    };
+    // The writer's token overwrites the index.
+    let (id, done) = completed(
+        &server,
+        "/api/v1/builds/add",
+        add(&world.bundles[3], "writer:wr1te-s3cret"),
+    )
+    .await;
+    assert_eq!(done["index_image"], index.as_str());
+    let configs = unpacked_configs_with(&index, "amd64", "writer:wr1te-s3cret");
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 4);
+    // A request sent with the reader's token cannot push, even right after the writer's.
+    let refused = post(
+        &server,
+        "/api/v1/builds/add",
+        add(&world.bundles[4], "reader:r3ad-only"),
+    )
+    .await;
+    let refused = finished(&server, refused["id"].as_u64().unwrap()).await;
+    assert_eq!(refused["state"], "failed", "{refused}");
+    let reason = refused["state_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Failed to overwrite the input from_index container image"),
+        "{reason}"
+    );
+    let configs = unpacked_configs_with(&index, "amd64", "writer:wr1te-s3cret");
+    assert_eq!(bundle_names(&configs["kube-green/catalog.json"]).len(), 4);
+    // Tokens stay out of the history.
+    let history = serde_json::to_string(&events(&server, id).await).unwrap();
+    assert!(!history.contains("wr1te-s3cret"), "{history}");
 }

@@ -136,12 +136,17 @@ impl ClientOptions {
 pub struct RegistryClient {
     http: reqwest::Client,
     options: Arc<ClientOptions>,
-    /// Bearer tokens by (registry, scope), with when they stop being good.
+    /// Bearer tokens by (registry, scope, whose), with when they stop being good.
     tokens: Arc<Mutex<TokenCache>>,
 }
 
-/// Bearer tokens by (registry, scope): the `Authorization` value and when it stops being good.
-type TokenCache = HashMap<(String, String), (String, Instant)>;
+/// Which credentials a token was fetched with, so that a token granted to one request's
+/// credentials (an `overwrite_from_index_token`, say) never serves a call made with others.
+type TokenKey = (String, String, String);
+
+/// Bearer tokens by (registry, scope, the digest of the credentials or "" for none): the
+/// `Authorization` value and when it stops being good.
+type TokenCache = HashMap<TokenKey, (String, Instant)>;
 
 /// One registry call: sent again as it is on a retry.
 struct Call<'a> {
@@ -223,7 +228,10 @@ impl RegistryClient {
         let credentials =
             override_credentials.or_else(|| self.options.credentials.get(&reference.registry));
         let scope = format!("repository:{}:{scope_actions}", reference.repository);
-        let token_key = (reference.registry.clone(), scope.clone());
+        let whose = credentials
+            .map(|c| Digest::of(c.basic_header().as_bytes()).to_string())
+            .unwrap_or_default();
+        let token_key = (reference.registry.clone(), scope.clone(), whose);
         let mut attempt = 0;
         let mut authorization: Option<String> = self.cached_token(&token_key);
         let mut answered_challenge = false;
@@ -306,7 +314,7 @@ impl RegistryClient {
         }
     }
 
-    fn cached_token(&self, key: &(String, String)) -> Option<String> {
+    fn cached_token(&self, key: &TokenKey) -> Option<String> {
         let tokens = self.tokens.lock().ok()?;
         tokens
             .get(key)
@@ -320,7 +328,7 @@ impl RegistryClient {
         service: Option<&str>,
         scope: &str,
         credentials: Option<&Credentials>,
-        key: &(String, String),
+        key: &TokenKey,
     ) -> Result<String, RegistryError> {
         let mut request = self.http.get(realm).query(&[("scope", scope)]);
         if let Some(service) = service {

@@ -1,6 +1,7 @@
 //! A small Docker token service for a registry with `auth: token`: it checks basic
-//! credentials, grants the scope asked for, and signs an RS256 JWT (with openssl) that
-//! carries its certificate in `x5c`, as the registry's `rootcertbundle` expects.
+//! credentials, grants what of the scope asked for the user may do (every action, or the
+//! actions `start_with_users` gave them), and signs an RS256 JWT (with openssl) that carries
+//! its certificate in `x5c`, as the registry's `rootcertbundle` expects.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,8 +27,8 @@ pub struct TokenIssuer {
 struct Issuer {
     key: PathBuf,
     cert_der_b64: String,
-    user: String,
-    password: String,
+    /// user → (password, the actions they may take; `None`: any).
+    users: HashMap<String, (String, Option<Vec<String>>)>,
     issued: Arc<AtomicUsize>,
     dir: PathBuf,
 }
@@ -41,21 +42,29 @@ async fn token(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", issuer.user, issuer.password))
-    );
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .and_then(|v| String::from_utf8(v).ok());
+    let Some((user, allowed)) = given.as_deref().and_then(|given| {
+        let (user, password) = given.split_once(':')?;
+        let (expected, allowed) = issuer.users.get(user)?;
+        (expected == password).then(|| (user.to_string(), allowed.clone()))
+    }) else {
         return (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
-    }
+    };
     let mut access = Vec::new();
     if let Some(scope) = q.get("scope") {
         let parts: Vec<&str> = scope.splitn(3, ':').collect();
         if parts.len() == 3 {
+            let actions: Vec<&str> = parts[2]
+                .split(',')
+                .filter(|a| allowed.as_ref().is_none_or(|ok| ok.iter().any(|o| o == a)))
+                .collect();
             access.push(serde_json::json!({
-                "type": parts[0], "name": parts[1],
-                "actions": parts[2].split(',').collect::<Vec<_>>(),
+                "type": parts[0], "name": parts[1], "actions": actions,
             }));
         }
     }
@@ -65,7 +74,7 @@ async fn token(
         .as_secs();
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [issuer.cert_der_b64]});
     let claims = serde_json::json!({
-        "iss": ISSUER, "sub": issuer.user, "aud": SERVICE, "exp": now + 300, "nbf": now - 10,
+        "iss": ISSUER, "sub": user, "aud": SERVICE, "exp": now + 300, "nbf": now - 10,
         "iat": now, "jti": format!("{now}-{}", issuer.issued.load(Ordering::SeqCst)), "access": access,
     });
     let signing_input = format!(
@@ -89,6 +98,11 @@ async fn token(
 
 impl TokenIssuer {
     pub async fn start(user: &str, password: &str) -> Self {
+        Self::start_with_users(&[(user, password, None)]).await
+    }
+
+    /// A token service for several users, each with the actions it grants them (`None`: any).
+    pub async fn start_with_users(users: &[(&str, &str, Option<&[&str]>)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
@@ -125,8 +139,18 @@ impl TokenIssuer {
         let state = Issuer {
             key,
             cert_der_b64: base64::engine::general_purpose::STANDARD.encode(der),
-            user: user.into(),
-            password: password.into(),
+            users: users
+                .iter()
+                .map(|(user, password, actions)| {
+                    (
+                        user.to_string(),
+                        (
+                            password.to_string(),
+                            actions.map(|a| a.iter().map(|s| s.to_string()).collect()),
+                        ),
+                    )
+                })
+                .collect(),
             issued: issued.clone(),
             dir: dir.path().to_path_buf(),
         };
