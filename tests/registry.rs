@@ -629,3 +629,22 @@ fn zstd_layers_made_by_the_reference_compressor_are_read() {
         Some(200_000)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_and_configs_named_by_digest_are_read_once_per_client() {
+    let registry = Registry::start().await;
+    let reference: Reference = format!("{}/ns/cached:1", registry.host).parse().unwrap();
+    let reader = client();
+    let (digest, _) = push_two_arch_image(&reader, &reference).await;
+    let pinned = reference.with_digest(digest.clone());
+    let labels = reader.labels(&pinned).await.unwrap();
+    assert_eq!(reader.arches(&pinned).await.unwrap(), ["amd64", "s390x"]);
+    // With the registry gone, what is named by digest still reads; what a tag names does not.
+    drop(registry);
+    assert_eq!(reader.resolve(&pinned).await.unwrap(), digest);
+    assert_eq!(reader.labels(&pinned).await.unwrap(), labels);
+    assert_eq!(reader.arches(&pinned).await.unwrap(), ["amd64", "s390x"]);
+    assert!(reader.resolve(&reference).await.is_err());
+    // Another client has its own cache.
+    assert!(client().resolve(&pinned).await.is_err());
+}

@@ -138,7 +138,18 @@ pub struct RegistryClient {
     options: Arc<ClientOptions>,
     /// Bearer tokens by (registry, scope, whose), with when they stop being good.
     tokens: Arc<Mutex<TokenCache>>,
+    /// Manifests and image configs read by this client, by repository and digest: content
+    /// named by its digest never changes, so reading it again costs no round trip.
+    by_digest: Arc<Mutex<DigestCache>>,
 }
+
+/// (registry, repository, digest) → (content type, bytes). Small documents only.
+type DigestCache = HashMap<(String, String, Digest), (Option<String>, Bytes)>;
+
+/// How many documents `by_digest` holds before it starts again.
+const DIGEST_CACHE_ENTRIES: usize = 1024;
+/// Larger documents are read every time.
+const MAX_CACHED_BYTES: usize = 1 << 20;
 
 /// Which credentials a token was fetched with, so that a token granted to one request's
 /// credentials (an `overwrite_from_index_token`, say) never serves a call made with others.
@@ -193,7 +204,40 @@ impl RegistryClient {
             http,
             options: Arc::new(options),
             tokens: Arc::default(),
+            by_digest: Arc::default(),
         })
+    }
+
+    fn cached(&self, reference: &Reference, digest: &Digest) -> Option<(Option<String>, Bytes)> {
+        let key = (
+            reference.registry.clone(),
+            reference.repository.clone(),
+            digest.clone(),
+        );
+        self.by_digest.lock().ok()?.get(&key).cloned()
+    }
+
+    fn remember(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        content_type: Option<String>,
+        bytes: &Bytes,
+    ) {
+        if bytes.len() > MAX_CACHED_BYTES {
+            return;
+        }
+        if let Ok(mut cache) = self.by_digest.lock() {
+            if cache.len() >= DIGEST_CACHE_ENTRIES {
+                cache.clear();
+            }
+            let key = (
+                reference.registry.clone(),
+                reference.repository.clone(),
+                digest.clone(),
+            );
+            cache.insert(key, (content_type, bytes.clone()));
+        }
     }
 
     fn base_url(&self, reference: &Reference) -> String {
@@ -405,6 +449,13 @@ impl RegistryClient {
         &self,
         reference: &Reference,
     ) -> Result<(Manifest, Digest, Bytes), RegistryError> {
+        if let Some(digest) = &reference.digest {
+            if let Some((content_type, bytes)) = self.cached(reference, digest) {
+                let manifest =
+                    Manifest::parse(content_type.as_deref(), &bytes, &reference.to_string())?;
+                return Ok((manifest, digest.clone(), bytes));
+            }
+        }
         let url = format!(
             "{}/manifests/{}",
             self.base_url(reference),
@@ -446,7 +497,22 @@ impl RegistryClient {
             }
         }
         let manifest = Manifest::parse(content_type.as_deref(), &bytes, &reference.to_string())?;
+        self.remember(reference, &digest, content_type, &bytes);
         Ok((manifest, digest, bytes))
+    }
+
+    /// A small blob (an image config), read once per client.
+    pub(crate) async fn small_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<Bytes, RegistryError> {
+        if let Some((_, bytes)) = self.cached(reference, digest) {
+            return Ok(bytes);
+        }
+        let bytes = self.blob(reference, digest).await?;
+        self.remember(reference, digest, None, &bytes);
+        Ok(bytes)
     }
 
     /// Resolves a tag (or digest) to the digest of its manifest.

@@ -70,7 +70,7 @@ impl RegistryClient {
         reference: &Reference,
         image: &ImageManifest,
     ) -> Result<Value, InspectError> {
-        let bytes = self.blob(reference, &image.config.digest).await?;
+        let bytes = self.small_blob(reference, &image.config.digest).await?;
         serde_json::from_slice(&bytes).map_err(|e| InspectError::BadConfig {
             image: reference.to_string(),
             reason: e.to_string(),
