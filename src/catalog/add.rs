@@ -953,6 +953,15 @@ fn add_semver(
     Ok(())
 }
 
+/// The package names `opm registry rm` takes from its arguments: each may list several,
+/// comma-separated.
+pub fn package_names(packages: &[String]) -> impl Iterator<Item = &str> {
+    packages
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter(|p| !p.is_empty())
+}
+
 /// opm's `registry rm`: removes whole packages (their package, channels, bundles,
 /// deprecations and other blobs). A package not in the catalog is an error unless
 /// `permissive`.
@@ -972,11 +981,7 @@ pub fn remove_packages_with(
 ) -> Result<(), AddError> {
     let mut errors = Vec::new();
     let mut seen = BTreeSet::new();
-    for name in packages
-        .iter()
-        .flat_map(|p| p.split(','))
-        .filter(|p| !p.is_empty())
-    {
+    for name in package_names(packages) {
         if !seen.insert(name) {
             continue;
         }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 pub const SCHEMA_PACKAGE: &str = "olm.package";
 pub const SCHEMA_CHANNEL: &str = "olm.channel";
@@ -134,4 +135,21 @@ impl DeclarativeConfig {
         self.deprecations.extend(other.deprecations);
         self.others.extend(other.others);
     }
+
+    /// The package of every blob (`""` for blobs of no package, such as unknown schemas
+    /// without a `package` field).
+    pub fn package_names(&self) -> BTreeSet<&str> {
+        let mut names = BTreeSet::new();
+        names.extend(self.packages.iter().map(|p| p.name.as_str()));
+        names.extend(self.channels.iter().map(|c| c.package.as_str()));
+        names.extend(self.bundles.iter().map(|b| b.package.as_str()));
+        names.extend(self.deprecations.iter().map(|d| d.package.as_str()));
+        names.extend(self.others.iter().map(package_of));
+        names
+    }
+}
+
+/// The package an unknown blob names (`""` for none).
+pub fn package_of(blob: &Value) -> &str {
+    blob.get("package").and_then(Value::as_str).unwrap_or("")
 }

@@ -3,8 +3,7 @@
 //! deprecations, other blobs of the package).
 
 use super::add::AddError;
-use super::declcfg::DeclarativeConfig;
-use serde_json::Value;
+use super::declcfg::{package_of, DeclarativeConfig};
 use std::collections::BTreeSet;
 
 /// The packages a fragment holds.
@@ -36,9 +35,7 @@ pub fn add_fragment(
     config.channels.retain(|c| !ours(&c.package));
     config.bundles.retain(|b| !ours(&b.package));
     config.deprecations.retain(|d| !ours(&d.package));
-    config
-        .others
-        .retain(|o| !ours(o.get("package").and_then(Value::as_str).unwrap_or("")));
+    config.others.retain(|o| !ours(package_of(o)));
     config.merge(fragment);
     Ok(names)
 }

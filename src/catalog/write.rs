@@ -4,7 +4,7 @@
 //! encoder with 4-space indents; YAML is `---` and go-yaml's document for each blob. A
 //! directory gets `<package>/catalog.<ext>` per package and `catalog.<ext>` for the rest.
 
-use super::declcfg::DeclarativeConfig;
+use super::declcfg::{package_of, DeclarativeConfig};
 use super::{gojson, gosort, yaml};
 use serde::Serialize;
 use serde_json::Value;
@@ -62,20 +62,10 @@ fn encode<T: Serialize>(blob: &T, format: Format, out: &mut String) {
     }
 }
 
-fn package_of(blob: &Value) -> &str {
-    blob.get("package").and_then(Value::as_str).unwrap_or("")
-}
-
 /// The catalog's blobs by package name, in opm's order; blobs of no package under "".
 fn by_package(config: &DeclarativeConfig, format: Format) -> BTreeMap<String, String> {
-    let mut names: BTreeSet<&str> = BTreeSet::new();
-    names.extend(config.packages.iter().map(|p| p.name.as_str()));
-    names.extend(config.channels.iter().map(|c| c.package.as_str()));
-    names.extend(config.bundles.iter().map(|b| b.package.as_str()));
-    names.extend(config.deprecations.iter().map(|d| d.package.as_str()));
-    names.extend(config.others.iter().map(package_of));
     let mut out = BTreeMap::new();
-    for name in names {
+    for name in config.package_names() {
         // opm drops packages, channels, bundles and deprecations with no package name.
         if name.is_empty() {
             continue;

@@ -35,18 +35,11 @@ pub struct Selection {
 }
 
 fn packages_of(config: &DeclarativeConfig) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    names.extend(config.packages.iter().map(|p| p.name.clone()));
-    names.extend(config.channels.iter().map(|c| c.package.clone()));
-    names.extend(config.bundles.iter().map(|b| b.package.clone()));
-    names.extend(config.deprecations.iter().map(|d| d.package.clone()));
-    names.extend(config.others.iter().map(|o| {
-        o.get("package")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or(NO_PACKAGE)
-            .to_string()
-    }));
-    names
+    config
+        .package_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Where our writer puts a package's blobs (`to_files` with JSON).

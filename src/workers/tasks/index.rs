@@ -5,7 +5,9 @@
 //! what IIB records.
 
 use super::TaskError;
-use crate::catalog::add::{add_bundles, present, remove_packages, AddOptions, GraphMode};
+use crate::catalog::add::{
+    add_bundles, package_names, present, remove_packages, AddOptions, GraphMode,
+};
 use crate::catalog::declcfg::DeclarativeConfig;
 use crate::catalog::deprecate::deprecate_truncate;
 use crate::catalog::model::validate;
@@ -643,13 +645,7 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     )
     .await?;
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
-    let operators: Vec<&str> = params
-        .operators
-        .iter()
-        .flat_map(|o| o.split(','))
-        .filter(|o| !o.is_empty())
-        .collect();
-    let mut working = prepared.packages(operators)?;
+    let mut working = prepared.packages(package_names(&params.operators))?;
     remove_packages(&mut working.catalog, &params.operators).map_err(|e| {
         TaskError::Failed(format!(
             "Failed to remove operators from the index image: {e}"
