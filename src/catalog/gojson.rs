@@ -12,6 +12,20 @@ use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
 use std::io;
 
+/// A field of a Go struct decoded from JSON: the exact key, else one equal ignoring case (Go's
+/// decoder matches keys that way).
+pub fn struct_field<'a>(
+    object: &'a serde_json::Value,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    let map = object.as_object()?;
+    map.get(name).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
 /// The JSON type names Go's decoder uses in its errors (`cannot unmarshal number into ...`).
 pub fn json_kind(value: &serde_json::Value) -> &'static str {
     use serde_json::Value;

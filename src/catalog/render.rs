@@ -13,7 +13,7 @@
 //! Pure code over the bundle's files; reading an image is the registry module's work.
 
 use super::declcfg::{Bundle, Icon, Property, RelatedImage, SCHEMA_BUNDLE};
-use super::gojson::json_kind;
+use super::gojson::{json_kind, struct_field};
 use super::{gojson, gosort};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -81,7 +81,7 @@ pub struct RenderedBundle {
 /// The package icon opm takes from a CSV: its first icon, base64-decoded (retried without
 /// spaces) and re-encoded; none when it does not decode or is empty.
 fn icon_of(csv_spec: &Value) -> Option<Icon> {
-    let first = field(csv_spec, "icon")?.as_array()?.first()?;
+    let first = struct_field(csv_spec, "icon")?.as_array()?.first()?;
     let text: String = str_field(first, "base64data")
         .chars()
         .filter(|c| *c != '\r' && *c != '\n')
@@ -117,19 +117,10 @@ fn decode_first(bytes: &[u8]) -> Option<Value> {
     value.is_object().then_some(value)
 }
 
-/// A field of a Go struct decoded from JSON: the exact key, else one equal ignoring case (Go's
-/// decoder matches keys that way).
-fn field<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
-    let map = object.as_object()?;
-    map.get(name).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
-}
-
 fn str_field<'a>(object: &'a Value, name: &str) -> &'a str {
-    field(object, name).and_then(Value::as_str).unwrap_or("")
+    struct_field(object, name)
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// An API a bundle provides or requires: group, version, kind, plural.
@@ -158,8 +149,8 @@ fn split_crd_name(name: &str) -> Result<(&str, &str), String> {
 }
 
 fn definitions<'a>(spec: &'a Value, section: &str, which: &str) -> Vec<&'a Value> {
-    field(spec, section)
-        .and_then(|s| field(s, which))
+    struct_field(spec, section)
+        .and_then(|s| struct_field(s, which))
         .and_then(Value::as_array)
         .map(|list| list.iter().collect())
         .unwrap_or_default()
@@ -170,15 +161,15 @@ fn definitions<'a>(spec: &'a Value, section: &str, which: &str) -> Vec<&'a Value
 fn provided_apis(crds: &[&Value], csv_spec: &Value) -> BTreeSet<ApiKey> {
     let mut provided = BTreeSet::new();
     for crd in crds {
-        let spec = field(crd, "spec").unwrap_or(&Value::Null);
-        let names = field(spec, "names").unwrap_or(&Value::Null);
+        let spec = struct_field(crd, "spec").unwrap_or(&Value::Null);
+        let names = struct_field(spec, "names").unwrap_or(&Value::Null);
         let key = |version: &str| ApiKey {
             group: str_field(spec, "group").to_string(),
             version: version.to_string(),
             kind: str_field(names, "kind").to_string(),
             plural: str_field(names, "plural").to_string(),
         };
-        for version in field(spec, "versions")
+        for version in struct_field(spec, "versions")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -260,8 +251,8 @@ fn property_list(value: Option<&Value>) -> Vec<Property> {
         .flatten()
         .filter_map(|p| {
             Some(Property {
-                kind: field(p, "type")?.as_str()?.to_string(),
-                value: field(p, "value").cloned().unwrap_or(Value::Null),
+                kind: struct_field(p, "type")?.as_str()?.to_string(),
+                value: struct_field(p, "value").cloned().unwrap_or(Value::Null),
             })
         })
         .collect()
@@ -269,7 +260,7 @@ fn property_list(value: Option<&Value>) -> Vec<Property> {
 
 /// Go's `release` of a CSV: a string, or a number printed as Go prints it.
 fn release_of(spec: &Value) -> Result<String, String> {
-    match field(spec, "release") {
+    match struct_field(spec, "release") {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Number(n)) => Ok(match (n.as_i64(), n.as_f64()) {
@@ -339,10 +330,16 @@ pub fn render_bundle<'a>(
         return Err(RenderError::NoObjects);
     }
     let csv = &objects[csv_index.ok_or(RenderError::NoCsv)?];
-    let name = str_field(field(csv, "metadata").unwrap_or(&Value::Null), "name").to_string();
-    let csv_spec = field(csv, "spec").cloned().unwrap_or(Value::Null);
-    let csv_metadata = field(csv, "metadata").cloned().unwrap_or(Value::Null);
-    let csv_annotations = field(&csv_metadata, "annotations")
+    let name = str_field(
+        struct_field(csv, "metadata").unwrap_or(&Value::Null),
+        "name",
+    )
+    .to_string();
+    let csv_spec = struct_field(csv, "spec").cloned().unwrap_or(Value::Null);
+    let csv_metadata = struct_field(csv, "metadata")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let csv_annotations = struct_field(&csv_metadata, "annotations")
         .cloned()
         .unwrap_or(Value::Null);
     let crds: Vec<&Value> = objects
@@ -370,7 +367,7 @@ pub fn render_bundle<'a>(
             continue;
         };
         if annotations.is_none() {
-            if let Some(map) = field(&document, "annotations").and_then(Value::as_object) {
+            if let Some(map) = struct_field(&document, "annotations").and_then(Value::as_object) {
                 let known = [
                     PACKAGE_LABEL,
                     CHANNELS_ANNOTATION,
@@ -390,10 +387,10 @@ pub fn render_bundle<'a>(
             }
         }
         if dependencies.is_empty() {
-            dependencies = property_list(field(&document, "dependencies"));
+            dependencies = property_list(struct_field(&document, "dependencies"));
         }
         if file_properties.is_empty() {
-            file_properties = property_list(field(&document, "properties"));
+            file_properties = property_list(struct_field(&document, "properties"));
         }
     }
     let annotations = annotations.ok_or(RenderError::NoAnnotations)?;
@@ -416,7 +413,7 @@ pub fn render_bundle<'a>(
         bundle: name.clone(),
         reason,
     };
-    let version = string_or_empty(field(&csv_spec, "version"), "version")
+    let version = string_or_empty(struct_field(&csv_spec, "version"), "version")
         .map_err(|e| properties_error(format!("get version: {e}")))?;
     let release =
         release_of(&csv_spec).map_err(|e| properties_error(format!("get release: {e}")))?;
@@ -569,7 +566,7 @@ pub fn render_bundle<'a>(
         }
     }
 
-    let skips = match field(&csv_spec, "skips") {
+    let skips = match struct_field(&csv_spec, "skips") {
         Some(Value::Array(list)) => list
             .iter()
             .map(|s| s.as_str().unwrap_or("").to_string())
@@ -696,7 +693,7 @@ pub fn add_max_openshift_version(bundle: &mut Bundle) {
 /// opm's `getRelatedImages`, then Render's sort by image.
 fn related_images(csv_spec: &Value, image: &str) -> Result<Vec<RelatedImage>, String> {
     let mut images: Vec<RelatedImage> = Vec::new();
-    if let Some(list) = field(csv_spec, "relatedImages") {
+    if let Some(list) = struct_field(csv_spec, "relatedImages") {
         if !list.is_null() {
             let list = list
                 .as_array()
@@ -718,19 +715,19 @@ fn related_images(csv_spec: &Value, image: &str) -> Result<Vec<RelatedImage>, St
     }
     // The install strategy's container images (opm iterates a Go map here; the later sort
     // by image makes the order irrelevant, since these images are all distinct).
-    let install = field(csv_spec, "install").unwrap_or(&Value::Null);
+    let install = struct_field(csv_spec, "install").unwrap_or(&Value::Null);
     if str_field(install, "strategy") == "deployment" {
         let mut operator_images = BTreeSet::new();
-        let deployments = field(install, "spec")
-            .and_then(|s| field(s, "deployments"))
+        let deployments = struct_field(install, "spec")
+            .and_then(|s| struct_field(s, "deployments"))
             .and_then(Value::as_array);
         for deployment in deployments.into_iter().flatten() {
-            let pod = field(deployment, "spec")
-                .and_then(|s| field(s, "template"))
-                .and_then(|t| field(t, "spec"))
+            let pod = struct_field(deployment, "spec")
+                .and_then(|s| struct_field(s, "template"))
+                .and_then(|t| struct_field(t, "spec"))
                 .unwrap_or(&Value::Null);
             for list in ["containers", "initContainers"] {
-                for container in field(pod, list)
+                for container in struct_field(pod, list)
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
@@ -757,7 +754,7 @@ fn related_images(csv_spec: &Value, image: &str) -> Result<Vec<RelatedImage>, St
 fn typed(value: &Value, fields: &[(&str, Kind)]) -> Value {
     let mut out = Map::new();
     for (name, kind) in fields {
-        let found = field(value, name);
+        let found = struct_field(value, name);
         if let Some(v) = kind.convert(found) {
             out.insert((*name).to_string(), v);
         }
@@ -893,8 +890,8 @@ const GVK: &[(&str, Kind)] = &[
 
 /// The `olm.csv.metadata` value opm builds from a CSV (`property.MustBuildCSVMetadata`).
 pub fn csv_metadata_of(csv: &Value) -> Value {
-    let metadata = field(csv, "metadata").unwrap_or(&Value::Null);
-    let spec = field(csv, "spec").unwrap_or(&Value::Null);
+    let metadata = struct_field(csv, "metadata").unwrap_or(&Value::Null);
+    let spec = struct_field(csv, "spec").unwrap_or(&Value::Null);
     let mut out = Map::new();
     let mut put = |name: &str, kind: Kind, from: Option<&Value>| {
         if let Some(value) = kind.convert(from) {
@@ -904,41 +901,57 @@ pub fn csv_metadata_of(csv: &Value) -> Value {
     put(
         "annotations",
         Kind::StringMap,
-        field(metadata, "annotations"),
+        struct_field(metadata, "annotations"),
     );
     put(
         "apiServiceDefinitions",
         Kind::Struct(API_DEFINITIONS),
-        field(spec, "apiservicedefinitions"),
+        struct_field(spec, "apiservicedefinitions"),
     );
     put(
         "crdDescriptions",
         Kind::Struct(CRD_DEFINITIONS),
-        field(spec, "customresourcedefinitions"),
+        struct_field(spec, "customresourcedefinitions"),
     );
-    put("description", Kind::StrOmit, field(spec, "description"));
-    put("displayName", Kind::StrOmit, field(spec, "displayName"));
+    put(
+        "description",
+        Kind::StrOmit,
+        struct_field(spec, "description"),
+    );
+    put(
+        "displayName",
+        Kind::StrOmit,
+        struct_field(spec, "displayName"),
+    );
     put(
         "installModes",
         Kind::List(INSTALL_MODE),
-        field(spec, "installModes"),
+        struct_field(spec, "installModes"),
     );
-    put("keywords", Kind::Strings, field(spec, "keywords"));
-    put("labels", Kind::StringMap, field(metadata, "labels"));
-    put("links", Kind::List(APP_LINK), field(spec, "links"));
+    put("keywords", Kind::Strings, struct_field(spec, "keywords"));
+    put("labels", Kind::StringMap, struct_field(metadata, "labels"));
+    put("links", Kind::List(APP_LINK), struct_field(spec, "links"));
     put(
         "maintainers",
         Kind::List(MAINTAINER),
-        field(spec, "maintainers"),
+        struct_field(spec, "maintainers"),
     );
-    put("maturity", Kind::StrOmit, field(spec, "maturity"));
+    put("maturity", Kind::StrOmit, struct_field(spec, "maturity"));
     put(
         "minKubeVersion",
         Kind::StrOmit,
-        field(spec, "minKubeVersion"),
+        struct_field(spec, "minKubeVersion"),
     );
-    put("nativeAPIs", Kind::List(GVK), field(spec, "nativeAPIs"));
-    put("provider", Kind::Struct(APP_LINK), field(spec, "provider"));
+    put(
+        "nativeAPIs",
+        Kind::List(GVK),
+        struct_field(spec, "nativeAPIs"),
+    );
+    put(
+        "provider",
+        Kind::Struct(APP_LINK),
+        struct_field(spec, "provider"),
+    );
     Value::Object(out)
 }
 

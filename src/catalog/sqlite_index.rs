@@ -45,7 +45,7 @@ use super::declcfg::{
     Bundle, Channel, ChannelEntry, DeclarativeConfig, Icon, Package, Property, RelatedImage,
     SCHEMA_BUNDLE, SCHEMA_CHANNEL, SCHEMA_PACKAGE,
 };
-use super::gojson::json_kind;
+use super::gojson::{json_kind, struct_field};
 use super::{gojson, gosort, render};
 use base64::Engine;
 use serde_json::{json, Value};
@@ -875,13 +875,13 @@ fn related_images_of(csv: Option<&Value>) -> Result<Vec<RelatedImage>, String> {
     let Some(csv) = csv else {
         return Ok(Vec::new());
     };
-    let spec = present(field(csv, "spec"));
+    let spec = present(struct_field(csv, "spec"));
     if let Some(spec) = spec {
         if !spec.is_object() {
             return Err(cannot_unmarshal_field(spec, "csv.spec", "struct"));
         }
     }
-    let list = spec.and_then(|s| present(field(s, "relatedImages")));
+    let list = spec.and_then(|s| present(struct_field(s, "relatedImages")));
     let Some(list) = list else {
         return Ok(Vec::new());
     };
@@ -908,10 +908,10 @@ fn related_images_of(csv: Option<&Value>) -> Result<Vec<RelatedImage>, String> {
 /// `StdEncoding` decodes (newlines ignored), retried without spaces, and re-encoded; none if
 /// it does not decode or is empty.
 fn icon_of(csv: &Value) -> Option<Icon> {
-    let spec = present(field(csv, "spec"))?;
-    let first = present(field(spec, "icon"))?.as_array()?.first()?;
+    let spec = present(struct_field(csv, "spec"))?;
+    let first = present(struct_field(spec, "icon"))?.as_array()?.first()?;
     let string = |name| {
-        present(field(first, name))
+        present(struct_field(first, name))
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string()
@@ -946,16 +946,22 @@ fn check_csv(csv: &Value) -> Result<(), String> {
         other => return Err(cannot_unmarshal(other, "v1alpha1.ClusterServiceVersion")),
     }
     let at = |path: &str| format!("ClusterServiceVersion.{path}");
-    if let Some(metadata) = present(field(csv, "metadata")) {
+    if let Some(metadata) = present(struct_field(csv, "metadata")) {
         expect_object(metadata, &at("metadata"))?;
         for name in ["name", "namespace"] {
-            expect_string(field(metadata, name), &at(&format!("metadata.{name}")))?;
+            expect_string(
+                struct_field(metadata, name),
+                &at(&format!("metadata.{name}")),
+            )?;
         }
         for name in ["annotations", "labels"] {
-            expect_string_map(field(metadata, name), &at(&format!("metadata.{name}")))?;
+            expect_string_map(
+                struct_field(metadata, name),
+                &at(&format!("metadata.{name}")),
+            )?;
         }
     }
-    let Some(spec) = present(field(csv, "spec")) else {
+    let Some(spec) = present(struct_field(csv, "spec")) else {
         return Ok(());
     };
     expect_object(spec, &at("spec"))?;
@@ -966,19 +972,19 @@ fn check_csv(csv: &Value) -> Result<(), String> {
         "minKubeVersion",
         "replaces",
     ] {
-        expect_string(field(spec, name), &at(&format!("spec.{name}")))?;
+        expect_string(struct_field(spec, name), &at(&format!("spec.{name}")))?;
     }
     for name in ["skips", "keywords"] {
         expect_list(
-            field(spec, name),
+            struct_field(spec, name),
             &at(&format!("spec.{name}")),
             |item, path| expect_string(Some(item), path),
         )?;
     }
     for name in ["labels", "annotations"] {
-        expect_string_map(field(spec, name), &at(&format!("spec.{name}")))?;
+        expect_string_map(struct_field(spec, name), &at(&format!("spec.{name}")))?;
     }
-    if let Some(version) = field(spec, "version") {
+    if let Some(version) = struct_field(spec, "version") {
         // operator-framework's OperatorVersion: a string parsed tolerantly, null included.
         let text = match version {
             Value::Null => "",
@@ -996,44 +1002,44 @@ fn check_csv(csv: &Value) -> Result<(), String> {
             }
             expect_object(item, path)?;
             for name in fields {
-                expect_string(field(item, name), &format!("{path}.{name}"))?;
+                expect_string(struct_field(item, name), &format!("{path}.{name}"))?;
             }
             Ok(())
         }
     };
     expect_list(
-        field(spec, "icon"),
+        struct_field(spec, "icon"),
         &at("spec.icon"),
         string_fields(&["base64data", "mediatype"]),
     )?;
     expect_list(
-        field(spec, "relatedImages"),
+        struct_field(spec, "relatedImages"),
         &at("spec.relatedImages"),
         string_fields(&["name", "image"]),
     )?;
     expect_list(
-        field(spec, "maintainers"),
+        struct_field(spec, "maintainers"),
         &at("spec.maintainers"),
         string_fields(&["name", "email"]),
     )?;
     expect_list(
-        field(spec, "links"),
+        struct_field(spec, "links"),
         &at("spec.links"),
         string_fields(&["name", "url"]),
     )?;
-    if let Some(provider) = present(field(spec, "provider")) {
+    if let Some(provider) = present(struct_field(spec, "provider")) {
         string_fields(&["name", "url"])(provider, &at("spec.provider"))?;
     }
     expect_list(
-        field(spec, "installModes"),
+        struct_field(spec, "installModes"),
         &at("spec.installModes"),
         |item, path| {
             if item.is_null() {
                 return Ok(());
             }
             expect_object(item, path)?;
-            expect_string(field(item, "type"), &format!("{path}.type"))?;
-            match present(field(item, "supported")) {
+            expect_string(struct_field(item, "type"), &format!("{path}.type"))?;
+            match present(struct_field(item, "supported")) {
                 None | Some(Value::Bool(_)) => Ok(()),
                 Some(other) => Err(cannot_unmarshal_field(
                     other,
@@ -1118,23 +1124,13 @@ fn present(value: Option<&Value>) -> Option<&Value> {
     value.filter(|v| !v.is_null())
 }
 
-/// A field of a Go struct decoded from JSON: the exact key, else one equal ignoring case.
-fn field<'a>(object: &'a Value, name: &str) -> Option<&'a Value> {
-    let map = object.as_object()?;
-    map.get(name).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
-}
-
 /// The string fields of a Go struct decoded from `value` ("" when absent or null).
 fn go_strings(value: &Value, go_type: &str, fields: &[&str]) -> Result<Vec<String>, String> {
     match value {
         Value::Null => Ok(vec![String::new(); fields.len()]),
         Value::Object(_) => fields
             .iter()
-            .map(|name| match field(value, name) {
+            .map(|name| match struct_field(value, name) {
                 None | Some(Value::Null) => Ok(String::new()),
                 Some(Value::String(s)) => Ok(s.clone()),
                 Some(other) => Err(cannot_unmarshal_field(

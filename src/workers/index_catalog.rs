@@ -271,11 +271,6 @@ impl CatalogFiles {
         }
     }
 
-    /// The packages a changed catalog holds, so a caller can check they were all selected.
-    pub fn packages_in(changed: &DeclarativeConfig) -> BTreeSet<String> {
-        packages_of(changed)
-    }
-
     /// The entries of a layer that turns this catalog into `next` for the selection: the
     /// rewritten files, and whiteouts for the selected files that are gone (a whole top-level
     /// directory at once when nothing of it is left). Paths are relative to the configs dir.

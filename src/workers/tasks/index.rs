@@ -273,8 +273,9 @@ async fn publish(
         &prepared.contents,
         &prepared.from_index_resolved,
     ) {
-        let only_selected = CatalogFiles::packages_in(&catalog)
-            .iter()
+        let only_selected = catalog
+            .package_names()
+            .into_iter()
             .all(|p| selection.packages.contains(p));
         if contents.layered && only_selected && !contents.catalog.covers_all(selection) {
             let written = write(&catalog)?;
