@@ -6,7 +6,7 @@
 //! transaction, and a request's final event is committed together with its batch's
 //! settlement, so a batch can never miss the end of one of its requests.
 
-use crate::store::{NewEvent, Secret, Store, StoreError};
+use crate::store::{IdempotencyKey, NewEvent, Secret, Store, StoreError};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -187,7 +187,16 @@ impl CommandBus {
     }
 
     async fn commit(&self, events: &[NewEvent], secrets: &[Secret]) -> Result<i64, StoreError> {
-        let positions = self.store.append(events, secrets).await?;
+        self.commit_keyed(events, secrets, None).await
+    }
+
+    async fn commit_keyed(
+        &self,
+        events: &[NewEvent],
+        secrets: &[Secret],
+        key: Option<(&IdempotencyKey, &[u64])>,
+    ) -> Result<i64, StoreError> {
+        let positions = self.store.append_keyed(events, secrets, key).await?;
         if !positions.is_empty() {
             self.committed.notify_waiters();
             self.committed.notify_one();
@@ -200,6 +209,17 @@ impl CommandBus {
         &self,
         submission: Submission,
         context: &CommandContext,
+    ) -> Result<Submitted, CommandError> {
+        self.submit_keyed(submission, context, None).await
+    }
+
+    /// [`CommandBus::submit`], recording `key` with the new request ids in the same
+    /// transaction (`StoreError::KeyTaken`, nothing written, when another call holds it).
+    pub async fn submit_keyed(
+        &self,
+        submission: Submission,
+        context: &CommandContext,
+        key: Option<IdempotencyKey>,
     ) -> Result<Submitted, CommandError> {
         let batch =
             BatchId::new(self.store.next_ids("batch", 1).await?[0]).expect("sequences start at 1");
@@ -260,7 +280,14 @@ impl CommandBus {
                 expires_at: at + self.secret_lifetime,
             }));
         }
-        let position = self.commit(&events, &secrets).await?;
+        let request_ids: Vec<u64> = ids.iter().map(|id| id.get()).collect();
+        let position = self
+            .commit_keyed(
+                &events,
+                &secrets,
+                key.as_ref().map(|k| (k, request_ids.as_slice())),
+            )
+            .await?;
         Ok(Submitted {
             batch,
             requests: ids,

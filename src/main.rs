@@ -465,6 +465,11 @@ async fn rebuild(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// Headers must arrive within `timeout` on every request of a connection (slowloris).
+fn header_timeout<A>(server: &mut axum_server::Server<std::net::SocketAddr, A>, timeout: Duration) {
+    server.http_builder().http1().header_read_timeout(timeout);
+}
+
 async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
     let store = open_migrated(config).await?;
     let bus = CommandBus::new(store.clone(), config.secret_lifetime());
@@ -516,14 +521,25 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             (None, None) => None,
             _ => bail!("set both IIB_TLS_CERT and IIB_TLS_KEY to serve HTTPS, or neither"),
         };
-        let app = iib::api::router(iib::api::ApiState {
-            store: store.clone(),
-            bus: bus.clone(),
-            api: std::sync::Arc::new(settings),
-        })
+        let http = settings.http;
+        settings.auth.log_trust_model();
+        let app = iib::api::router(iib::api::ApiState::new(
+            store.clone(),
+            bus.clone(),
+            settings,
+            shutdown.clone(),
+        ))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let bound = listener.local_addr()?;
-        tracing::info!(%bound, https = tls.is_some(), "iib API listening");
+        tracing::info!(
+            %bound,
+            https = tls.is_some(),
+            max_connections = http.max_connections,
+            max_concurrent_requests = http.max_concurrent_requests,
+            header_timeout_seconds = http.header_timeout.as_secs(),
+            request_timeout_seconds = http.request_timeout.as_secs(),
+            "iib API listening"
+        );
         // One line on stdout for whoever started us (with IIB_LISTEN_ADDR port 0: the port).
         println!(
             "iib: API listening on {}://{bound}",
@@ -536,15 +552,30 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             stop.wait().await;
             stopping.graceful_shutdown(Some(Duration::from_secs(30)));
         });
+        let limited = iib::api::admission::LimitedAcceptor::new(
+            axum_server::accept::DefaultAcceptor::new(),
+            http.max_connections,
+        );
         let served = match tls {
-            Some(tls) => axum_server::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(app)
-                .boxed(),
-            None => axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(app)
-                .boxed(),
+            Some(tls) => {
+                let mut server = axum_server::from_tcp(listener)?
+                    .acceptor(axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(limited));
+                header_timeout(&mut server, http.header_timeout);
+                server
+                    .first_request_timeout(http.header_timeout)
+                    .handle(handle)
+                    .serve(app)
+                    .boxed()
+            }
+            None => {
+                let mut server = axum_server::from_tcp(listener)?.acceptor(limited);
+                header_timeout(&mut server, http.header_timeout);
+                server
+                    .first_request_timeout(http.header_timeout)
+                    .handle(handle)
+                    .serve(app)
+                    .boxed()
+            }
         };
         tasks.spawn(async move {
             if let Err(e) = served.await {

@@ -5,7 +5,7 @@
 //! in one transaction, so a crash never applies an event twice or skips one. A rebuild folds
 //! every event from position 0 in memory and replaces the tables in one transaction.
 
-use crate::store::{parse_time, RawEvent, ReadModelRows, Store, StoreError};
+use crate::store::{is_data_error, parse_time, RawEvent, ReadModelRows, Store, StoreError};
 use cqrs_es::Aggregate;
 use iib_aggregates::{Batch, BatchEvent, BuildRequest, BuildRequestEvent};
 use iib_projections::{DomainEventPayload, ProjectedEvent, Views};
@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Events read per query.
 const PAGE: i64 = 5_000;
+
+/// The projector's name among the readers that set events aside.
+pub const READER: &str = "read_model";
 
 /// Turns a stored event into the typed event the projections fold.
 pub fn decode(event: &RawEvent) -> Result<ProjectedEvent, StoreError> {
@@ -73,33 +76,96 @@ impl Projector {
     }
 
     /// Applies every committed event not applied yet; returns how many it applied.
+    ///
+    /// An event that cannot be decoded or folded, or whose rows the database refuses, is set
+    /// aside (recorded with its position and why) and the events after it are applied: one bad
+    /// event never stops the read model. A database that is away is an error to retry.
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
         let mut applied = 0;
+        // After a page whose rows the database refused, go one event at a time up to its end,
+        // to find which event it was.
+        let mut one_by_one_until = 0;
         loop {
-            let mut tx = self.store.begin_write().await?;
-            let mut rows = ReadModelRows { tx: &mut tx };
-            let checkpoint = rows.checkpoint().await?;
-            let events = rows.tx.read_raw_after(checkpoint, PAGE).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                tx.commit().await?;
-                return Ok(applied);
+            let checkpoint = self.store.read_model_position().await?;
+            let limit = if checkpoint < one_by_one_until {
+                1
+            } else {
+                PAGE
             };
-            let events: Vec<ProjectedEvent> =
-                events.iter().map(decode).collect::<Result<_, _>>()?;
-            let mut views = Views::default();
-            for event in &events {
-                load_touched(&mut rows, &mut views, event).await?;
-                views.apply(event).map_err(StoreError::corrupt)?;
+            match self.apply_page(limit).await {
+                Ok(None) => return Ok(applied),
+                Ok(Some(count)) => applied += count,
+                Err((e, last)) if is_data_error(&e) && limit > 1 => {
+                    tracing::warn!(error = %e, "the database refused a page of the read model; applying it one event at a time");
+                    one_by_one_until = last;
+                }
+                Err((e, _)) if is_data_error(&e) => self.set_aside_next(&e.to_string()).await?,
+                Err((e, _)) => return Err(e),
             }
-            write(&mut rows, &views).await?;
-            rows.set_checkpoint(last).await?;
-            tx.commit().await?;
-            applied += events.len() as u64;
         }
     }
 
+    /// Applies up to `limit` events after the checkpoint in one transaction; `None` when there
+    /// were none. On failure, also the position of the page's last event.
+    async fn apply_page(&self, limit: i64) -> Result<Option<u64>, (StoreError, i64)> {
+        let no_page = |e: StoreError| (e, 0);
+        let mut tx = self.store.begin_write().await.map_err(no_page)?;
+        let mut rows = ReadModelRows { tx: &mut tx };
+        let checkpoint = rows.checkpoint().await.map_err(no_page)?;
+        let raw = rows
+            .tx
+            .read_raw_after(checkpoint, limit)
+            .await
+            .map_err(no_page)?;
+        let Some(last) = raw.last().map(|e| e.position) else {
+            tx.commit().await.map_err(no_page)?;
+            return Ok(None);
+        };
+        let in_page = |e: StoreError| (e, last);
+        let mut views = Views::default();
+        for event in &raw {
+            let decoded = match decode(event) {
+                Ok(decoded) => decoded,
+                Err(e) => {
+                    rows.tx
+                        .set_aside(READER, event, &e.to_string())
+                        .await
+                        .map_err(in_page)?;
+                    continue;
+                }
+            };
+            load_touched(&mut rows, &mut views, &decoded)
+                .await
+                .map_err(in_page)?;
+            if let Err(e) = views.apply(&decoded) {
+                rows.tx
+                    .set_aside(READER, event, &e.to_string())
+                    .await
+                    .map_err(in_page)?;
+            }
+        }
+        write(&mut rows, &views).await.map_err(in_page)?;
+        rows.set_checkpoint(last).await.map_err(in_page)?;
+        tx.commit().await.map_err(in_page)?;
+        Ok(Some(raw.len() as u64))
+    }
+
+    /// Sets the next event aside (its rows were refused by the database) and moves past it.
+    async fn set_aside_next(&self, error: &str) -> Result<(), StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        let mut rows = ReadModelRows { tx: &mut tx };
+        let checkpoint = rows.checkpoint().await?;
+        if let Some(event) = rows.tx.read_raw_after(checkpoint, 1).await?.first() {
+            rows.tx.set_aside(READER, event, error).await?;
+            rows.set_checkpoint(event.position).await?;
+        }
+        tx.commit().await
+    }
+
     /// Rebuilds the read model from position 0. `progress` hears (events read, newest position)
-    /// as it goes.
+    /// as it goes. The events the live projector set aside are left out again, and so is any
+    /// other that cannot be decoded or folded (set aside now), so a rebuild equals the live
+    /// read model.
     pub async fn rebuild(
         &self,
         mut progress: impl FnMut(u64, i64),
@@ -107,6 +173,8 @@ impl Projector {
         let started = Instant::now();
         let mut tx = self.store.begin_write().await?;
         let head = tx.head_position().await?;
+        let skipped: std::collections::HashSet<i64> =
+            tx.set_aside_positions(READER).await?.into_iter().collect();
         let mut views = Views::default();
         let mut position = 0;
         let mut count = 0u64;
@@ -116,7 +184,14 @@ impl Projector {
                 break;
             };
             for event in &page {
-                views.apply(&decode(event)?).map_err(StoreError::corrupt)?;
+                if skipped.contains(&event.position) {
+                    continue;
+                }
+                let folded = decode(event)
+                    .and_then(|decoded| views.apply(&decoded).map_err(StoreError::corrupt));
+                if let Err(e) = folded {
+                    tx.set_aside(READER, event, &e.to_string()).await?;
+                }
             }
             count += page.len() as u64;
             position = last;

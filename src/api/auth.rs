@@ -8,6 +8,11 @@ use crate::api::error::ApiError;
 use crate::config::Config;
 use axum::http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether an untrusted peer's user header was logged already (once per process: a client
+/// repeating it must not flood the log).
+static UNTRUSTED_HEADER_LOGGED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -50,10 +55,43 @@ impl AuthConfig {
             .iter()
             .any(|ip| *ip == peer.ip() || Some(*ip) == canonical(peer.ip()));
         if !trusted {
+            if headers.contains_key(&self.user_header)
+                && !UNTRUSTED_HEADER_LOGGED.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    %peer,
+                    header = %self.user_header,
+                    "ignored a user header from a peer not in IIB_TRUSTED_PROXIES (logged once): the call is anonymous"
+                );
+            }
             return None;
         }
         let user = headers.get(&self.user_header)?.to_str().ok()?.trim();
         (!user.is_empty()).then(|| user.to_string())
+    }
+
+    /// Says at start-up who the service believes and who may write, so an operator can see
+    /// the trust model without reading the settings.
+    pub fn log_trust_model(&self) {
+        let proxies: Vec<String> = self.trusted_proxies.iter().map(IpAddr::to_string).collect();
+        if self.login_disabled {
+            tracing::warn!(
+                "LOGIN_DISABLED is true: anyone who reaches the API may submit requests and PATCH any request as a worker"
+            );
+        } else {
+            tracing::info!(
+                header = %self.user_header,
+                trusted_proxies = ?proxies,
+                "the user comes from this header, believed only from these peers (IIB_AUTH_USER_HEADER, IIB_TRUSTED_PROXIES)"
+            );
+            if self.worker_usernames.is_empty() {
+                tracing::info!(
+                    "PATCH /api/v1/builds/<id> is closed: IIB_WORKER_USERNAMES is empty"
+                );
+            } else {
+                tracing::info!(workers = ?self.worker_usernames, "PATCH /api/v1/builds/<id> is open to these users (IIB_WORKER_USERNAMES)");
+            }
+        }
     }
 
     /// IIB's `login_required`: a user, or `LOGIN_DISABLED`.

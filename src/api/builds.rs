@@ -80,6 +80,12 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let args = query_args(raw.as_deref());
+    // Filters go to the database as they are; PostgreSQL refuses a NUL in text.
+    if let Some((name, _)) = args.iter().find(|(_, v)| v.chars().any(char::is_control)) {
+        return Err(ApiError::bad_request(format!(
+            "The \"{name}\" query parameter must not contain control characters"
+        )));
+    }
     let mut filter = ListFilter::default();
     // The filters a page link repeats, in IIB's order.
     let mut echoed: Vec<(&str, String)> = Vec::new();

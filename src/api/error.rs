@@ -69,6 +69,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "database error");
                 Self::unavailable()
             }
+            StoreError::KeyTaken => Self::new(
+                StatusCode::CONFLICT,
+                "A request with this Idempotency-Key is being submitted; retry in a moment",
+            ),
             StoreError::Conflict { .. } => Self::new(
                 StatusCode::CONFLICT,
                 "The request was changed by someone else at the same time; retry",

@@ -46,12 +46,24 @@ pub async fn events(
         let items: Vec<Value> = history.iter().map(replay::to_json).collect();
         return Ok(json_response(StatusCode::OK, &Value::Array(items)));
     }
-    Ok(Sse::new(stream_events(state, id, history))
+    // Each open stream holds a place until it ends; none left is a 503 to retry or poll.
+    let Ok(place) = state.event_streams.clone().try_acquire_owned() else {
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "As many event streams are open as IIB_MAX_EVENT_STREAMS allows; retry later or poll GET /api/v1/builds/<id>",
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return Ok(busy);
+    };
+    Ok(Sse::new(stream_events(state, id, history, place))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
 struct Cursor {
+    _place: tokio::sync::OwnedSemaphorePermit,
     state: ApiState,
     id: u64,
     pending: std::collections::VecDeque<StoredEvent>,
@@ -70,6 +82,7 @@ fn stream_events(
     state: ApiState,
     id: u64,
     history: Vec<StoredEvent>,
+    place: tokio::sync::OwnedSemaphorePermit,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let last_sequence = history
         .iter()
@@ -78,6 +91,7 @@ fn stream_events(
         .max()
         .unwrap_or(0);
     let cursor = Cursor {
+        _place: place,
         state,
         id,
         pending: history.into(),
@@ -93,14 +107,16 @@ fn stream_events(
                 }
                 return Some((Ok(sse(&event)), cursor));
             }
-            if cursor.done {
+            if cursor.done || cursor.state.shutdown.is_triggered() {
                 return None;
             }
-            // Wait for a commit (this process) or poll (another process may commit).
+            // Wait for a commit (this process) or poll (another process may commit); a
+            // stopping service ends the stream (clients reconnect to another process).
             let committed = cursor.state.bus.committed();
             tokio::select! {
                 _ = committed.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = cursor.state.shutdown.wait() => return None,
             }
             match cursor
                 .state

@@ -1,11 +1,13 @@
 //! `Idempotency-Key` on POST: a client that resubmits after a flaky error gets the requests
-//! its first call created, not new ones. The same key with another body is a 409; a key whose
-//! first call is still running is a 409 that says to retry. Keys are per user and kept a day.
+//! its first call created, not new ones. The same key with another body is a 409. The key is
+//! written in the submission's own transaction, so a call that died half-way never leaves
+//! it taken; two racing calls with one key create one set of requests and both get its ids.
+//! Keys are per user and kept a day (`KEY_LIFETIME_HOURS`), then purged.
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::submit::Caller;
 use crate::api::ApiState;
-use crate::store::KeyState;
+use crate::store::IdempotencyKey;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
@@ -37,52 +39,28 @@ fn body_hash(body: &Bytes) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn user(caller: &Caller) -> &str {
-    caller.user.as_deref().unwrap_or("")
-}
-
-/// Reserves the key; returns the requests of an earlier call with it, if there was one.
-pub async fn existing(
-    state: &ApiState,
-    key: &str,
-    caller: &Caller,
-    body: &Bytes,
-) -> ApiResult<Option<Vec<u64>>> {
-    let hash = body_hash(body);
-    match state
-        .store
-        .reserve_idempotency_key(user(caller), key, &hash, chrono::Utc::now())
-        .await?
-    {
-        KeyState::Reserved => Ok(None),
-        KeyState::Used { body_sha256, .. } if body_sha256 != hash => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "This Idempotency-Key was already used with a different request body",
-        )),
-        KeyState::Used {
-            request_ids: Some(ids),
-            ..
-        } => Ok(Some(ids)),
-        KeyState::Used {
-            request_ids: None, ..
-        } => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "A request with this Idempotency-Key is being submitted; retry in a moment",
-        )),
+/// The key a call sent, as the store records it with the submission.
+pub fn record(key: String, caller: &Caller, body: &Bytes) -> IdempotencyKey {
+    IdempotencyKey {
+        user: caller.user.clone().unwrap_or_default(),
+        key,
+        body_sha256: body_hash(body),
+        not_before: chrono::Utc::now() - chrono::Duration::hours(KEY_LIFETIME_HOURS),
     }
 }
 
-/// Records what the call created.
-pub async fn remember(state: &ApiState, key: &str, caller: &Caller, ids: &[u64]) -> ApiResult<()> {
-    Ok(state
+/// The requests an earlier call with this key created; a 409 when it came with another body.
+pub async fn existing(state: &ApiState, key: &IdempotencyKey) -> ApiResult<Option<Vec<u64>>> {
+    match state
         .store
-        .complete_idempotency_key(user(caller), key, ids)
-        .await?)
-}
-
-/// Frees the key of a call that failed.
-pub async fn release(state: &ApiState, key: &str, caller: &Caller) {
-    if let Err(e) = state.store.release_idempotency_key(user(caller), key).await {
-        tracing::warn!(error = %e, "could not release an idempotency key");
+        .idempotency_key(&key.user, &key.key, key.not_before)
+        .await?
+    {
+        None => Ok(None),
+        Some(used) if used.body_sha256 != key.body_sha256 => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "This Idempotency-Key was already used with a different request body",
+        )),
+        Some(used) => Ok(Some(used.request_ids)),
     }
 }

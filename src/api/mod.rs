@@ -2,12 +2,14 @@
 //! writes go through the command bus. One module per concern: `builds` (reads), `links`
 //! (the URL keys of IIB's JSON), `auth`, `error` (IIB's error answers), `request_id`.
 
+pub mod admission;
 pub mod artifacts;
 pub mod auth;
 pub mod builds;
 pub mod error;
 pub mod events;
 pub mod idempotency;
+pub mod limits;
 pub mod links;
 pub mod openapi;
 pub mod patch;
@@ -41,6 +43,10 @@ pub struct ApiSettings {
     /// Whether we serve HTTPS ourselves (the scheme of absolute URLs).
     pub tls: bool,
     pub max_body_bytes: usize,
+    /// What a body may hold (`limits`).
+    pub limits: limits::Limits,
+    /// Connections, concurrent calls, time limits, event streams (`admission`).
+    pub http: admission::HttpLimits,
     /// What validation reads from the settings (`authenticated` is set per call).
     pub rules: validate::Rules,
     pub user_to_queue: Map<String, Value>,
@@ -72,6 +78,8 @@ impl ApiSettings {
                 .integer("IIB_MAX_BODY_BYTES")
                 .unwrap_or(16 << 20)
                 .max(1024) as usize,
+            limits: limits::Limits::from_config(config)?,
+            http: admission::HttpLimits::from_config(config)?,
             rules: validate::Rules {
                 binary_image_config_empty: config
                     .get("IIB_BINARY_IMAGE_CONFIG")
@@ -153,6 +161,27 @@ pub struct ApiState {
     pub store: Store,
     pub bus: CommandBus,
     pub api: Arc<ApiSettings>,
+    /// Free places for Server-Sent Events streams (`IIB_MAX_EVENT_STREAMS`).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// Open streams end when the service stops.
+    pub shutdown: crate::shutdown::Shutdown,
+}
+
+impl ApiState {
+    pub fn new(
+        store: Store,
+        bus: CommandBus,
+        api: ApiSettings,
+        shutdown: crate::shutdown::Shutdown,
+    ) -> Self {
+        Self {
+            event_streams: Arc::new(tokio::sync::Semaphore::new(api.http.max_event_streams)),
+            store,
+            bus,
+            api: Arc::new(api),
+            shutdown,
+        }
+    }
 }
 
 /// `scheme://host` for absolute URLs in answers.
@@ -211,6 +240,7 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response {
 
 pub fn router(state: ApiState) -> Router {
     let max_body = state.api.max_body_bytes;
+    let gate = admission::CallGate::new(&state.api.http);
     Router::new()
         .route("/", get(openapi::docs_page))
         .route("/api/v1/openapi.json", get(openapi::document))
@@ -269,6 +299,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(gate, admission::admit))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
@@ -305,10 +336,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                     / 1000.0
             })
             .unwrap_or(0.0);
-        Ok::<_, crate::store::StoreError>((head, head - read_model, head - relay, relay_seconds))
+        let set_aside = state.store.set_aside_counts().await?;
+        Ok::<_, crate::store::StoreError>((
+            head,
+            head - read_model,
+            head - relay,
+            relay_seconds,
+            set_aside,
+        ))
     };
     match lag.await {
-        Ok((head, read_model_lag, relay_lag, relay_seconds)) => (
+        Ok((head, read_model_lag, relay_lag, relay_seconds, set_aside)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
             format!(
@@ -323,7 +361,20 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                  iib_relay_lag_events {relay_lag}\n\
                  # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet.\n\
                  # TYPE iib_relay_lag_seconds gauge\n\
-                 iib_relay_lag_seconds {relay_seconds}\n"
+                 iib_relay_lag_seconds {relay_seconds}\n\
+                 # HELP iib_events_set_aside_total Events a reader could not apply and skipped.\n\
+                 # TYPE iib_events_set_aside_total counter\n{}",
+                ["read_model", crate::streaming::relay::CHECKPOINT]
+                    .iter()
+                    .map(|reader| {
+                        let count = set_aside
+                            .iter()
+                            .find(|(r, _)| r == reader)
+                            .map(|(_, n)| *n)
+                            .unwrap_or(0);
+                        format!("iib_events_set_aside_total{{reader=\"{reader}\"}} {count}\n")
+                    })
+                    .collect::<String>()
             ),
         )
             .into_response(),

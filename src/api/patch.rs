@@ -241,7 +241,7 @@ pub async fn patch(
     call: CallInfo,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<Response> {
     let id = id
         .parse::<u64>()
@@ -250,7 +250,8 @@ pub async fn patch(
         .ok_or_else(ApiError::not_found)?;
     let who = caller(&state, &call, &headers)?;
     state.api.auth.require_worker(&who.user)?;
-    if !json_body(&headers, &body)?.is_object() {
+    let body = body.read(&state, &headers).await?;
+    if !json_body(&state, &headers, &body)?.is_object() {
         return Err(bad("The input data must be a JSON object"));
     }
     let Ordered(entries) =

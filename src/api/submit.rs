@@ -9,8 +9,9 @@ use crate::api::queues::user_queue;
 use crate::api::request_id::RequestId;
 use crate::api::validate::{self, Payload, Rules, Validated};
 use crate::api::{base_url, json_response, ApiState};
-use crate::command_bus::{CommandContext, Submission};
+use crate::command_bus::{CommandContext, CommandError, Submission};
 use crate::projector::Projector;
+use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -19,28 +20,53 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
-/// A request body within `IIB_MAX_BODY_BYTES`; a larger one is a JSON 413.
-pub struct Body(pub Bytes);
+/// A request body, read only once the caller is known (`Body::read`), so that an anonymous
+/// or untrusted caller cannot make the service buffer megabytes first.
+pub struct Body(axum::body::Body);
 
 impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Bytes::from_request(request, state).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The data value transmitted exceeds the capacity limit.",
-                ))
-            }
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),
+    async fn from_request(
+        request: axum::extract::Request,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(request.into_body()))
+    }
+}
+
+impl Body {
+    /// The whole body, within `IIB_MAX_BODY_BYTES`; a larger one is a JSON 413 (Werkzeug's
+    /// words), refused before it is read when its `Content-Length` says so.
+    pub async fn read(self, state: &ApiState, headers: &HeaderMap) -> ApiResult<Bytes> {
+        use http_body_util::BodyExt;
+        let limit = state.api.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The data value transmitted exceeds the capacity limit.",
+            )
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        match http_body_util::Limited::new(self.0, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "The request body could not be read: {e}"
+            ))),
         }
     }
 }
 
 /// The JSON body of a call, as Flask's `request.get_json()` reads it.
-pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
+/// Its values are then checked against the API's limits (`limits`), before anything else.
+pub(crate) fn json_body(state: &ApiState, headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let mimetype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -61,11 +87,13 @@ pub(crate) fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
              'application/json'.",
         ));
     }
-    serde_json::from_slice(body).map_err(|_| {
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
         ApiError::bad_request(
             "The browser (or proxy) sent a request that this server could not understand.",
         )
-    })
+    })?;
+    state.api.limits.check(&value)?;
+    Ok(value)
 }
 
 fn object(value: Value) -> ApiResult<Payload> {
@@ -76,6 +104,9 @@ fn object(value: Value) -> ApiResult<Payload> {
         )),
     }
 }
+
+/// The longest user name believed from the proxy's header.
+const MAX_USER_BYTES: usize = 255;
 
 /// Who calls, checked as IIB's `login_required` does.
 pub struct Caller {
@@ -107,6 +138,15 @@ impl<S: Send + Sync> FromRequestParts<S> for CallInfo {
 /// The caller of a write, checked as IIB's `login_required` does.
 pub(crate) fn caller(state: &ApiState, call: &CallInfo, headers: &HeaderMap) -> ApiResult<Caller> {
     let user = state.api.auth.user(call.peer, headers);
+    if let Some(name) = &user {
+        // The user is written into every event and row of its requests: keep it a name.
+        if name.len() > MAX_USER_BYTES || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "The user in {} must be at most {MAX_USER_BYTES} bytes without control characters",
+                state.api.auth.user_header
+            )));
+        }
+    }
     state.api.auth.require_login(&user)?;
     Ok(Caller {
         user,
@@ -131,9 +171,9 @@ async fn submit(
     body: &Bytes,
     as_list: bool,
 ) -> ApiResult<Response> {
-    let key = idempotency::key(headers)?;
+    let key = idempotency::key(headers)?.map(|key| idempotency::record(key, caller, body));
     if let Some(key) = &key {
-        if let Some(existing) = idempotency::existing(state, key, caller, body).await? {
+        if let Some(existing) = idempotency::existing(state, key).await? {
             return answer(state, headers, &existing, as_list).await;
         }
     }
@@ -155,30 +195,33 @@ async fn submit(
         worker: None,
         correlation_id: caller.request_id.clone(),
     };
-    let submitted = match state
+    let submitted = state
         .bus
-        .submit(
+        .submit_keyed(
             Submission {
                 user: caller.user.clone(),
                 annotations,
                 requests: submissions,
             },
             &context,
+            key.clone(),
         )
-        .await
-    {
-        Ok(submitted) => submitted,
-        Err(e) => {
-            if let Some(key) = &key {
-                idempotency::release(state, key, caller).await;
-            }
-            return Err(e.into());
+        .await;
+    let submitted = match (submitted, &key) {
+        (Ok(submitted), _) => submitted,
+        // A call with the same key committed first: answer with what it created.
+        (Err(CommandError::Store(StoreError::KeyTaken)), Some(key)) => {
+            return match idempotency::existing(state, key).await? {
+                Some(existing) => answer(state, headers, &existing, as_list).await,
+                None => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "A request with this Idempotency-Key is being submitted; retry in a moment",
+                )),
+            };
         }
+        (Err(e), _) => return Err(e.into()),
     };
     let ids: Vec<u64> = submitted.requests.iter().map(|id| id.get()).collect();
-    if let Some(key) = &key {
-        idempotency::remember(state, key, caller, &ids).await?;
-    }
     tracing::info!(batch = submitted.batch.get(), requests = ?ids, "submitted");
     answer(state, headers, &ids, as_list).await
 }
@@ -216,11 +259,12 @@ async fn single(
     state: ApiState,
     call: CallInfo,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     validator: Validator,
 ) -> ApiResult<Response> {
     let caller = caller(&state, &call, &headers)?;
-    let payload = object(json_body(&headers, &body)?)?;
+    let body = body.read(&state, &headers).await?;
+    let payload = object(json_body(&state, &headers, &body)?)?;
     let validated = validator(payload, &rules(&state, &caller))?;
     submit(
         &state,
@@ -245,7 +289,7 @@ macro_rules! single_endpoint {
             State(state): State<ApiState>,
             call: CallInfo,
             headers: HeaderMap,
-            Body(body): Body,
+            body: Body,
         ) -> ApiResult<Response> {
             single(state, call, headers, body, $validator).await
         }
@@ -347,11 +391,13 @@ async fn batch(
     state: ApiState,
     call: CallInfo,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     validate_item: fn(Value, &Rules) -> ApiResult<Validated>,
 ) -> ApiResult<Response> {
     let caller = caller(&state, &call, &headers)?;
-    let (items, annotations) = batch_payload(json_body(&headers, &body)?)?;
+    let body = body.read(&state, &headers).await?;
+    let (items, annotations) = batch_payload(json_body(&state, &headers, &body)?)?;
+    state.api.limits.check_batch(items.len())?;
     let rules = rules(&state, &caller);
     let mut validated = Vec::with_capacity(items.len());
     for item in &items {
@@ -396,7 +442,7 @@ pub async fn add_rm_batch(
     State(state): State<ApiState>,
     call: CallInfo,
     headers: HeaderMap,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<Response> {
     batch(state, call, headers, body, add_or_rm).await
 }
@@ -410,7 +456,7 @@ pub async fn regenerate_bundle_batch(
     State(state): State<ApiState>,
     call: CallInfo,
     headers: HeaderMap,
-    Body(body): Body,
+    body: Body,
 ) -> ApiResult<Response> {
     batch(state, call, headers, body, regenerate_item).await
 }

@@ -69,9 +69,22 @@ fn decode(row: EventRow) -> Result<StoredEvent, StoreError> {
         sequence,
         event_type,
         event_version,
-        payload: serde_json::from_str(&payload).map_err(StoreError::corrupt)?,
+        payload: readable(position, &payload),
         metadata: serde_json::from_str(&metadata).map_err(StoreError::corrupt)?,
         recorded_at: parse_time(&recorded_at)?,
+    })
+}
+
+/// A stored payload as JSON; one that cannot be read back (stored by an older iib that let too
+/// deep a body through, say) is shown as its text with why, so a history stays readable and
+/// the event can still be audited.
+fn readable(position: i64, payload: &str) -> Value {
+    serde_json::from_str(payload).unwrap_or_else(|e| {
+        tracing::warn!(position, error = %e, "an event's payload cannot be read back as JSON");
+        serde_json::json!({
+            "unreadable_payload": payload.chars().take(10_000).collect::<String>(),
+            "error": e.to_string(),
+        })
     })
 }
 
@@ -83,6 +96,17 @@ impl Store {
         &self,
         events: &[NewEvent],
         secrets: &[Secret],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.append_keyed(events, secrets, None).await
+    }
+
+    /// [`Store::append`], also recording an idempotency key with the request ids it names, in
+    /// the same transaction ([`StoreError::KeyTaken`] when another call holds the key).
+    pub async fn append_keyed(
+        &self,
+        events: &[NewEvent],
+        secrets: &[Secret],
+        key: Option<(&super::IdempotencyKey, &[u64])>,
     ) -> Result<Vec<i64>, StoreError> {
         if events.is_empty() && secrets.is_empty() {
             return Ok(vec![]);
@@ -150,6 +174,13 @@ impl Store {
         }
         for secret in secrets {
             secret.insert(&mut tx).await?;
+        }
+        if let Some((key, request_ids)) = key {
+            let now = events
+                .first()
+                .map(|e| e.recorded_at)
+                .unwrap_or_else(Utc::now);
+            key.insert(&mut tx, request_ids, now).await?;
         }
         tx.commit().await?;
         Ok(positions)

@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_work_queue.sql"),
         postgres: include_str!("../../migrations/postgres/0004_work_queue.sql"),
     },
+    Migration {
+        version: 6,
+        name: "set_aside_events",
+        sqlite: include_str!("../../migrations/sqlite/0006_set_aside_events.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_set_aside_events.sql"),
+    },
 ];
 
 impl Store {

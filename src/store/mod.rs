@@ -41,11 +41,13 @@ mod migrate;
 mod read_model;
 mod repository;
 mod secrets;
+mod set_aside;
 
 pub use events::{NewEvent, RawEvent, StoredEvent};
-pub use idempotency::KeyState;
+pub use idempotency::{IdempotencyKey, KeyUse};
 pub use read_model::{ListFilter, ListPage, ReadModelRows, WorkItem};
 pub use secrets::Secret;
+pub use set_aside::{is_data_error, SetAside};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -71,6 +73,9 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another call recorded the same idempotency key first; nothing was written.
+    #[error("another call used this idempotency key first")]
+    KeyTaken,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]

@@ -15,7 +15,9 @@ impl From<StoreError> for PersistenceError {
             StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
             StoreError::Database(e) => PersistenceError::ConnectionError(Box::new(e)),
             StoreError::Corrupt(e) => PersistenceError::DeserializationError(e.into()),
-            e @ StoreError::UnsupportedUrl(_) => PersistenceError::UnknownError(Box::new(e)),
+            e @ (StoreError::UnsupportedUrl(_) | StoreError::KeyTaken) => {
+                PersistenceError::UnknownError(Box::new(e))
+            }
         }
     }
 }

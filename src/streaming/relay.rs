@@ -226,7 +226,17 @@ impl Relay {
             };
             let mut messages = Vec::new();
             for event in &events {
-                messages.extend(messages_for(&self.store, event, &self.settings.topics).await?);
+                match messages_for(&self.store, event, &self.settings.topics).await {
+                    Ok(more) => messages.extend(more),
+                    // An event that cannot be turned into messages is set aside, not retried
+                    // for ever: the events after it still reach the broker.
+                    Err(e @ crate::store::StoreError::Corrupt(_)) => {
+                        self.store
+                            .set_aside(CHECKPOINT, event, &e.to_string())
+                            .await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 relayed += 1;
             }
             // The checkpoint moves only once the broker has the whole page.
