@@ -62,6 +62,9 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_WORKER_MAX_ATTEMPTS", Integer, Some("3")),
     s("IIB_INDEX_MAX_CATALOG_LAYERS", Integer, Some("8")),
     s("IIB_WORKER_CATALOG_CACHE_MB", Integer, Some("128")),
+    s("IIB_REGISTRY_MAX_MANIFEST_BYTES", Integer, Some("4194304")),
+    s("IIB_REGISTRY_MAX_LAYER_BYTES", Integer, Some("1073741824")),
+    s("IIB_REGISTRY_MAX_IMAGE_BYTES", Integer, Some("2147483648")),
     // IIB's web settings.
     s("IIB_ADDITIONAL_LOGGERS", List, Some("[]")),
     s("IIB_AWS_S3_BUCKET_NAME", Text, None),
