@@ -480,6 +480,11 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             store.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(iib::background::purge_request_data_periodically(
+            store.clone(),
+            iib::background::Retention::from_config(config),
+            shutdown.clone(),
+        ));
         let settings = iib::workers::settings::WorkerSettings::from_config(config)
             .map_err(|e| anyhow::anyhow!(e))?;
         if config.flag("IIB_QUEUE_ACTORS") {

@@ -94,6 +94,9 @@ impl Projector {
             write(&mut rows, &views).await?;
             rows.set_checkpoint(last).await?;
             tx.commit().await?;
+            if !views.finished_requests.is_empty() {
+                self.store.note_secrets_deleted();
+            }
             applied += events.len() as u64;
         }
     }
@@ -127,6 +130,7 @@ impl Projector {
         write(&mut rows, &views).await?;
         rows.set_checkpoint(position).await?;
         tx.commit().await?;
+        self.store.note_secrets_deleted();
         Ok(RebuildReport {
             events: count,
             requests: views.requests.len() as u64,
