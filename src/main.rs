@@ -429,9 +429,10 @@ async fn open(config: &Config) -> Result<Store> {
             format!("cannot create IIB_DATA_DIR {}", config.data_dir().display())
         })?;
     }
-    Store::connect(&url).await.with_context(|| {
+    let store = Store::connect(&url).await.with_context(|| {
         "cannot open the database (IIB_DATABASE_URL); is it running and reachable?"
-    })
+    })?;
+    Ok(store.with_secret_key(config.secret_key()?))
 }
 
 async fn open_migrated(config: &Config) -> Result<Store> {

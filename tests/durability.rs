@@ -210,3 +210,83 @@ async fn iib_serve_purges_request_logs_older_than_the_days_to_live() {
         "a log within its lifetime stays"
     );
 }
+
+/// The stored text of every secret of request `id`, read past the store.
+async fn raw_secrets(db: &support::TestDb, id: u64) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = "SELECT value FROM request_secrets WHERE request_id = $1";
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql)
+            .bind(id as i64)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql)
+            .bind(id as i64)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+async fn secrets_are_encrypted_at_rest_with_iib_secret_key(db: support::TestDb) {
+    use iib::command_bus::{CommandBus, CommandContext, RequestSubmission, Submission};
+    use iib::store::SecretKey;
+    use iib_aggregates::params::RmParams;
+    use iib_aggregates::{RequestParams, SecretKind};
+    let key = SecretKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+    let store = db.store.clone().with_secret_key(Some(key));
+    let bus = CommandBus::new(store.clone(), chrono::Duration::hours(1));
+    let token = "robot:pl41n-t0ken";
+    let submitted = bus
+        .submit(
+            Submission {
+                user: None,
+                annotations: None,
+                requests: vec![RequestSubmission {
+                    params: RequestParams::Rm(RmParams {
+                        operators: vec!["op".into()],
+                        from_index: Some("r/index:v4.18".into()),
+                        ..Default::default()
+                    }),
+                    secrets: vec![(SecretKind::OverwriteFromIndexToken, token.into())],
+                    queue: None,
+                }],
+            },
+            &CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    let id = submitted.requests[0].get();
+    let raw = raw_secrets(&db, id).await;
+    assert_eq!(raw.len(), 1);
+    assert!(raw[0].starts_with("enc:v1:"), "{}", raw[0]);
+    assert!(
+        !raw[0].contains("t0ken"),
+        "the database never sees the token"
+    );
+    let now = chrono::Utc::now();
+    let read = store.secrets(id, now).await.unwrap();
+    assert_eq!(read[0].value, token, "the worker reads it back");
+
+    let err = db.store.secrets(id, now).await.unwrap_err().to_string();
+    assert!(err.contains("set IIB_SECRET_KEY"), "{err}");
+    let other = SecretKey::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").unwrap();
+    let err = db
+        .store
+        .clone()
+        .with_secret_key(Some(other))
+        .secrets(id, now)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not the key it was written with"), "{err}");
+    assert!(
+        SecretKey::from_base64("c2hvcnQ=").is_err(),
+        "a key must be 32 bytes"
+    );
+}
+on_both_backends!(secrets_are_encrypted_at_rest_with_iib_secret_key);

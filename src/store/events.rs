@@ -149,7 +149,7 @@ impl Store {
             }
         }
         for secret in secrets {
-            secret.insert(&mut tx).await?;
+            secret.insert(&mut tx, self.secret_key.as_deref()).await?;
         }
         tx.commit().await?;
         Ok(positions)

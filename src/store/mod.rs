@@ -45,7 +45,7 @@ mod secrets;
 pub use events::{NewEvent, RawEvent, StoredEvent};
 pub use idempotency::KeyState;
 pub use read_model::{ListFilter, ListPage, ReadModelRows, WorkItem};
-pub use secrets::Secret;
+pub use secrets::{Secret, SecretKey};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -114,6 +114,8 @@ pub struct Store {
     /// Told when secrets were deleted, so the scrubber (`background::purge_secrets`) folds the
     /// write-ahead log, which still holds their bytes, into the database file at once.
     secrets_deleted: std::sync::Arc<tokio::sync::Notify>,
+    /// Encrypts secrets at rest (`IIB_SECRET_KEY`); none: stored as given.
+    secret_key: Option<std::sync::Arc<SecretKey>>,
 }
 
 impl Store {
@@ -156,7 +158,14 @@ impl Store {
         Ok(Self {
             pool,
             secrets_deleted: Default::default(),
+            secret_key: None,
         })
+    }
+
+    /// Encrypts the secrets this store writes with `key`, and reads those written with it.
+    pub fn with_secret_key(mut self, key: Option<SecretKey>) -> Self {
+        self.secret_key = key.map(std::sync::Arc::new);
+        self
     }
 
     /// The embedded default: a SQLite file in `data_dir`.
