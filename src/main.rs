@@ -486,6 +486,10 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             iib::background::Retention::from_config(config),
             shutdown.clone(),
         ));
+        if let Some(relay) = iib::streaming::relay::RelaySettings::from_config(config)? {
+            let relay = iib::streaming::relay::Relay::new(store.clone(), relay)?;
+            tasks.spawn(relay.run(bus.committed(), shutdown.clone()));
+        }
         let settings = iib::workers::settings::WorkerSettings::from_config(config)
             .map_err(|e| anyhow::anyhow!(e))?;
         if config.flag("IIB_QUEUE_ACTORS") {

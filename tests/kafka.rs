@@ -360,3 +360,29 @@ async fn a_broker_restarted_on_durable_storage_keeps_and_receives_everything() {
     shutdown.trigger();
     running.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iib_serve_relays_to_the_brokers_it_is_given() {
+    let broker = Broker::start().await;
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("IIB_KAFKA_BROKERS".to_string(), broker.address.clone());
+    settings.insert("IIB_KAFKA_PARTITIONS".to_string(), "1".to_string());
+    let server = support::server::Server::start(&settings).await;
+    let response = reqwest::Client::new()
+        .post(server.url("/api/v1/builds/rm"))
+        .header("X-Remote-User", "bob@EXAMPLE.COM")
+        .json(&serde_json::json!({
+            "operators": ["kube-green"],
+            "from_index": "registry.example.com/index:v4.18",
+            "binary_image": "registry.example.com/opm:v4.18",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let builds = consume(&broker, &["iib.build.state"], 1).await;
+    let (_, key, body, _) = &builds[0];
+    assert_eq!(key, "1");
+    assert_eq!(body["state"], "in_progress");
+    assert_eq!(body["removed_operators"][0], "kube-green");
+}
