@@ -305,10 +305,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                     / 1000.0
             })
             .unwrap_or(0.0);
-        Ok::<_, crate::store::StoreError>((head, head - read_model, head - relay, relay_seconds))
+        let dead_letters = state.store.dead_letter_count().await?;
+        Ok::<_, crate::store::StoreError>((
+            head,
+            head - read_model,
+            head - relay,
+            relay_seconds,
+            dead_letters,
+        ))
     };
     match lag.await {
-        Ok((head, read_model_lag, relay_lag, relay_seconds)) => (
+        Ok((head, read_model_lag, relay_lag, relay_seconds, dead_letters)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
             format!(
@@ -323,7 +330,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                  iib_relay_lag_events {relay_lag}\n\
                  # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet.\n\
                  # TYPE iib_relay_lag_seconds gauge\n\
-                 iib_relay_lag_seconds {relay_seconds}\n"
+                 iib_relay_lag_seconds {relay_seconds}\n\
+                 # HELP iib_relay_dead_letters_total Kafka messages the broker refused for good (see relay_dead_letters).\n\
+                 # TYPE iib_relay_dead_letters_total counter\n\
+                 iib_relay_dead_letters_total {dead_letters}\n"
             ),
         )
             .into_response(),

@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_work_queue.sql"),
         postgres: include_str!("../../migrations/postgres/0004_work_queue.sql"),
     },
+    Migration {
+        version: 5,
+        name: "relay_dead_letters",
+        sqlite: include_str!("../../migrations/sqlite/0005_relay_dead_letters.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_relay_dead_letters.sql"),
+    },
 ];
 
 impl Store {

@@ -35,6 +35,7 @@ macro_rules! on_tx {
     };
 }
 
+mod dead_letters;
 mod events;
 mod idempotency;
 mod migrate;
@@ -42,6 +43,7 @@ mod read_model;
 mod repository;
 mod secrets;
 
+pub use dead_letters::DeadLetter;
 pub use events::{NewEvent, RawEvent, StoredEvent};
 pub use idempotency::KeyState;
 pub use read_model::{ListFilter, ListPage, ReadModelRows, WorkItem};
