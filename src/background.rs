@@ -124,15 +124,18 @@ pub struct Purged {
     pub idempotency_keys: u64,
 }
 
-/// Removes, as of `now`, the request files last written more than `days_to_live` days ago
-/// and the idempotency keys past their lifetime. Only files named as iib names them are
-/// touched, so a directory shared with other files is safe.
+/// Removes, as of `now`, the request files last written more than `days_to_live` days (and
+/// at least an hour) ago and the idempotency keys past their lifetime. Only files named as
+/// iib names them are touched, so a directory shared with other files is safe.
 pub async fn purge_request_data(
     store: &Store,
     retention: &Retention,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Purged, String> {
-    let before = now - chrono::Duration::days(retention.days_to_live);
+    // A file written in the last hour is kept whatever the setting says: a running request
+    // may still be writing its log.
+    let before = (now - chrono::Duration::days(retention.days_to_live))
+        .min(now - chrono::Duration::hours(1));
     let mut purged = Purged::default();
     for (dir, suffix) in &retention.dirs {
         purged.files += purge_files(dir, suffix, before.into())

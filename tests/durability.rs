@@ -175,6 +175,16 @@ async fn request_files_and_idempotency_keys_past_their_lifetime_are_purged() {
             idempotency_keys: 1
         }
     );
+    // Even with no days to live, a log written in the last hour stays: its request may run.
+    let none_to_live = Retention {
+        days_to_live: 0,
+        ..retention.clone()
+    };
+    let purged = purge_request_data(&db.store, &none_to_live, now)
+        .await
+        .unwrap();
+    assert_eq!(purged.files, 0);
+    assert!(logs.join("6.log").exists());
     assert!(matches!(
         db.store
             .reserve_idempotency_key("bob", "key-1", "sha", now)
