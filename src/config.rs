@@ -51,6 +51,7 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_TLS_CERT", Text, None),
     s("IIB_TLS_KEY", Text, None),
     s("IIB_SECRET_LIFETIME_SECONDS", Integer, Some("259200")),
+    s("IIB_SECRET_KEY", Text, None),
     s("IIB_INSECURE_REGISTRIES", List, Some("[]")),
     s("IIB_AUTH_USER_HEADER", Text, Some("X-Remote-User")),
     s("IIB_TRUSTED_PROXIES", List, Some(r#"["127.0.0.1","::1"]"#)),
@@ -71,6 +72,9 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_WORKER_MAX_ATTEMPTS", Integer, Some("3")),
     s("IIB_INDEX_MAX_CATALOG_LAYERS", Integer, Some("8")),
     s("IIB_WORKER_CATALOG_CACHE_MB", Integer, Some("128")),
+    s("IIB_REGISTRY_MAX_MANIFEST_BYTES", Integer, Some("4194304")),
+    s("IIB_REGISTRY_MAX_LAYER_BYTES", Integer, Some("1073741824")),
+    s("IIB_REGISTRY_MAX_IMAGE_BYTES", Integer, Some("2147483648")),
     // IIB's web settings.
     s("IIB_ADDITIONAL_LOGGERS", List, Some("[]")),
     s("IIB_AWS_S3_BUCKET_NAME", Text, None),
@@ -287,6 +291,20 @@ impl Config {
             .unwrap_or_else(|| crate::store::Store::sqlite_url_in(&self.data_dir()))
     }
 
+    /// `IIB_SECRET_KEY`, the key request secrets are encrypted with at rest.
+    pub fn secret_key(&self) -> Result<Option<crate::store::SecretKey>, ConfigError> {
+        self.text("IIB_SECRET_KEY")
+            .filter(|k| !k.is_empty())
+            .map(|text| {
+                crate::store::SecretKey::from_base64(text).map_err(|_| ConfigError::Malformed {
+                    key: "IIB_SECRET_KEY".into(),
+                    expected: "32 random bytes, base64-encoded (openssl rand -base64 32)",
+                    value: "*****".into(),
+                })
+            })
+            .transpose()
+    }
+
     pub fn secret_lifetime(&self) -> chrono::Duration {
         chrono::Duration::seconds(
             self.integer("IIB_SECRET_LIFETIME_SECONDS")
@@ -349,6 +367,23 @@ mod tests {
             .starts_with("setting LOGIN_DISABLED must be true or false"));
         let config = Config::from_pairs(pairs(&[("IIB_LISTEN_ADDR", "nowhere")])).unwrap();
         assert!(config.listen_addr().is_err());
+    }
+
+    #[test]
+    fn a_malformed_secret_key_stops_start_up_without_echoing_it() {
+        let config = Config::from_pairs(pairs(&[("IIB_SECRET_KEY", "hunter2")])).unwrap();
+        let err = config.secret_key().unwrap_err().to_string();
+        assert!(
+            err.starts_with("setting IIB_SECRET_KEY must be 32 random bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        let config = Config::from_pairs(pairs(&[(
+            "IIB_SECRET_KEY",
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        )]))
+        .unwrap();
+        assert!(config.secret_key().unwrap().is_some());
     }
 
     #[test]

@@ -429,9 +429,10 @@ async fn open(config: &Config) -> Result<Store> {
             format!("cannot create IIB_DATA_DIR {}", config.data_dir().display())
         })?;
     }
-    Store::connect(&url).await.with_context(|| {
+    let store = Store::connect(&url).await.with_context(|| {
         "cannot open the database (IIB_DATABASE_URL); is it running and reachable?"
-    })
+    })?;
+    Ok(store.with_secret_key(config.secret_key()?))
 }
 
 async fn open_migrated(config: &Config) -> Result<Store> {
@@ -485,6 +486,15 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
             store.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(iib::background::purge_request_data_periodically(
+            store.clone(),
+            iib::background::Retention::from_config(config),
+            shutdown.clone(),
+        ));
+        if let Some(relay) = iib::streaming::relay::RelaySettings::from_config(config)? {
+            let relay = iib::streaming::relay::Relay::new(store.clone(), relay)?;
+            tasks.spawn(relay.run(bus.committed(), shutdown.clone()));
+        }
         let settings = iib::workers::settings::WorkerSettings::from_config(config)
             .map_err(|e| anyhow::anyhow!(e))?;
         if config.flag("IIB_QUEUE_ACTORS") {

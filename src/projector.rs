@@ -147,6 +147,9 @@ impl Projector {
         write(&mut rows, &views).await.map_err(in_page)?;
         rows.set_checkpoint(last).await.map_err(in_page)?;
         tx.commit().await.map_err(in_page)?;
+        if !views.finished_requests.is_empty() {
+            self.store.note_secrets_deleted();
+        }
         Ok(Some(raw.len() as u64))
     }
 
@@ -202,6 +205,7 @@ impl Projector {
         write(&mut rows, &views).await?;
         rows.set_checkpoint(position).await?;
         tx.commit().await?;
+        self.store.note_secrets_deleted();
         Ok(RebuildReport {
             events: count,
             requests: views.requests.len() as u64,

@@ -651,4 +651,5 @@ async fn metrics_report_how_far_the_relay_is_behind() {
         "no broker configured: nothing relayed"
     );
     assert!(value("iib_relay_lag_seconds") >= 0.0);
+    assert_eq!(value("iib_relay_dead_letters_total"), 0.0);
 }

@@ -72,7 +72,7 @@ async fn migrate_replay_and_rebuild_from_the_command_line() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "applied migrations: event_store, read_model, idempotency, work_queue, set_aside_events\n"
+        "applied migrations: event_store, read_model, idempotency, work_queue, relay_dead_letters, set_aside_events\n"
     );
     let out = iib(dir.path(), &["migrate"]);
     assert_eq!(text(&out.stdout), "the database is up to date\n");

@@ -360,3 +360,121 @@ async fn a_broker_restarted_on_durable_storage_keeps_and_receives_everything() {
     shutdown.trigger();
     running.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iib_serve_relays_to_the_brokers_it_is_given() {
+    let broker = Broker::start().await;
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert("IIB_KAFKA_BROKERS".to_string(), broker.address.clone());
+    settings.insert("IIB_KAFKA_PARTITIONS".to_string(), "1".to_string());
+    let server = support::server::Server::start(&settings).await;
+    let response = reqwest::Client::new()
+        .post(server.url("/api/v1/builds/rm"))
+        .header("X-Remote-User", "bob@EXAMPLE.COM")
+        .json(&serde_json::json!({
+            "operators": ["kube-green"],
+            "from_index": "registry.example.com/index:v4.18",
+            "binary_image": "registry.example.com/opm:v4.18",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let builds = consume(&broker, &["iib.build.state"], 1).await;
+    let (_, key, body, _) = &builds[0];
+    assert_eq!(key, "1");
+    assert_eq!(body["state"], "in_progress");
+    assert_eq!(body["removed_operators"][0], "kube-green");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_refuses_for_good_is_dead_lettered_and_later_ones_still_arrive() {
+    use iib::command_bus::{RequestSubmission, Submission};
+    use iib_aggregates::params::RmParams;
+    use iib_aggregates::RequestParams;
+    let broker = Broker::start().await;
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    // Batch 1's annotations make its batch.state messages larger than the producer may send.
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("notes".into(), Value::String("x".repeat(20_000)));
+    let big = bus
+        .submit(
+            Submission {
+                user: None,
+                annotations: Some(annotations),
+                requests: vec![RequestSubmission {
+                    params: RequestParams::Rm(RmParams {
+                        operators: vec!["op".into()],
+                        from_index: Some("r/index:v4.18".into()),
+                        ..Default::default()
+                    }),
+                    secrets: vec![],
+                    queue: None,
+                }],
+            },
+            &CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    bus.execute(
+        big.requests[0],
+        BuildRequestCommand::Complete {
+            actor: Actor::System,
+            state_reason: "done".into(),
+        },
+        &CommandContext::default(),
+    )
+    .await
+    .unwrap();
+    complete_rm(&bus).await; // batch 2, small
+    let mut relay_settings = settings(&broker);
+    relay_settings.properties = vec![("message.max.bytes".into(), "10000".into())];
+    let relay = Relay::new(db.store.clone(), relay_settings).unwrap();
+    relay.ensure_topics().await.unwrap();
+    relay
+        .catch_up()
+        .await
+        .expect("a refused message does not stop the relay");
+    assert_eq!(
+        relay.catch_up().await.unwrap(),
+        0,
+        "the checkpoint moved on"
+    );
+
+    let batches = consume(&broker, &["iib.batch.state"], 2).await;
+    let keys: Vec<&str> = batches.iter().map(|(_, key, _, _)| key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["2", "2"],
+        "batch 2's messages arrived after batch 1's were refused"
+    );
+    let builds = consume(&broker, &["iib.build.state"], 4).await;
+    assert_eq!(
+        builds.len(),
+        4,
+        "build.state messages (no annotations) were all sent"
+    );
+
+    let letters = db.store.dead_letters().await.unwrap();
+    let refused: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| (l.topic.as_str(), l.key.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [("iib.batch.state", "1"), ("iib.batch.state", "1")],
+        "batch 1 created and finished"
+    );
+    assert!(letters.iter().all(|l| l.size > 20_000), "{letters:?}");
+    assert!(
+        letters[0].error.contains("too large"),
+        "the broker's reason is kept: {}",
+        letters[0].error
+    );
+    assert!(letters[0].position < letters[1].position);
+    // A relay that sends the page again (a crash before the checkpoint moved, say) records
+    // nothing twice.
+    relay.replay(0).await.unwrap();
+    assert_eq!(db.store.dead_letter_count().await.unwrap(), 2);
+}

@@ -337,16 +337,18 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             })
             .unwrap_or(0.0);
         let set_aside = state.store.set_aside_counts().await?;
+        let dead_letters = state.store.dead_letter_count().await?;
         Ok::<_, crate::store::StoreError>((
             head,
             head - read_model,
             head - relay,
             relay_seconds,
             set_aside,
+            dead_letters,
         ))
     };
     match lag.await {
-        Ok((head, read_model_lag, relay_lag, relay_seconds, set_aside)) => (
+        Ok((head, read_model_lag, relay_lag, relay_seconds, set_aside, dead_letters)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
             format!(
@@ -362,6 +364,9 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                  # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet.\n\
                  # TYPE iib_relay_lag_seconds gauge\n\
                  iib_relay_lag_seconds {relay_seconds}\n\
+                 # HELP iib_relay_dead_letters_total Kafka messages the broker refused for good (see relay_dead_letters).\n\
+                 # TYPE iib_relay_dead_letters_total counter\n\
+                 iib_relay_dead_letters_total {dead_letters}\n\
                  # HELP iib_events_set_aside_total Events a reader could not apply and skipped.\n\
                  # TYPE iib_events_set_aside_total counter\n{}",
                 ["read_model", crate::streaming::relay::CHECKPOINT]

@@ -402,7 +402,7 @@ impl RegistryClient {
             let mut image_layers = Vec::with_capacity(plan.kept.len() + layers.len());
             for (layer, from) in plan.kept {
                 uploaded += self
-                    .transfer_blob(from, target, &layer.digest, credentials)
+                    .transfer_blob(from, target, &layer.digest, layer.size, credentials)
                     .await?;
                 image_layers.push(layer);
             }

@@ -77,7 +77,7 @@ impl RegistryClient {
         let mut blobs = Vec::with_capacity(image.manifest.layers.len());
         let mut total: u64 = 0;
         for layer in &image.manifest.layers {
-            total += layer.size;
+            total = total.saturating_add(layer.size);
             if total > BUNDLE_LIMITS.max_bytes {
                 return Err(BundleImageError::Unpack {
                     image: reference.to_string(),
@@ -88,7 +88,7 @@ impl RegistryClient {
             }
             blobs.push((
                 layer.media_type.clone(),
-                self.blob(reference, &layer.digest)
+                self.blob_sized(reference, &layer.digest, layer.size)
                     .await
                     .map_err(InspectError::from)?,
             ));

@@ -45,6 +45,13 @@ pub enum RegistryError {
     Manifest(#[from] super::manifest::ManifestError),
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
+    #[error("{what}: the registry sent more than {limit} bytes, {why}; refused")]
+    TooLarge {
+        what: String,
+        limit: u64,
+        /// Where the limit comes from, and what to do if the content is genuine.
+        why: String,
+    },
 }
 
 /// IIB's retry settings: `iib_total_attempts`, `iib_retry_delay`, `iib_retry_multiplier`,
@@ -83,6 +90,40 @@ impl RetryPolicy {
     }
 }
 
+/// Caps on what the client reads from a registry: every answer is untrusted, so none is read
+/// into memory without a bound, and a body stops being read as soon as it passes its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Manifests, indexes and image configs (`IIB_REGISTRY_MAX_MANIFEST_BYTES`; 4 MiB, as
+    /// containerd allows).
+    pub max_manifest_bytes: u64,
+    /// One layer (or other blob) held in memory (`IIB_REGISTRY_MAX_LAYER_BYTES`). A blob named
+    /// by a descriptor is also held to the size the descriptor declares.
+    pub max_layer_bytes: u64,
+    /// Uncompressed bytes read out of one image's layers, e.g. an index's catalog
+    /// (`IIB_REGISTRY_MAX_IMAGE_BYTES`).
+    pub max_image_bytes: u64,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_manifest_bytes: 4 << 20,
+            max_layer_bytes: 1 << 30,
+            max_image_bytes: super::unpack::Limits::default().max_bytes,
+        }
+    }
+}
+
+/// A token service's answer is a small JSON document.
+const MAX_TOKEN_RESPONSE_BYTES: u64 = 1 << 20;
+/// Of an error answer's body, only this much is read (its start goes into the error).
+const MAX_ERROR_BODY_BYTES: usize = 4 << 10;
+/// Tokens longer than this are used but not cached.
+const MAX_CACHED_TOKEN_BYTES: usize = 64 << 10;
+/// Bearer tokens cached at most (expired ones are dropped first).
+const TOKEN_CACHE_ENTRIES: usize = 256;
+
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
     pub retry: RetryPolicy,
@@ -90,6 +131,7 @@ pub struct ClientOptions {
     /// Registries (`host[:port]`) spoken to over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
     pub credentials: CredentialStore,
+    pub limits: ReadLimits,
 }
 
 impl ClientOptions {
@@ -99,6 +141,14 @@ impl ClientOptions {
     pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
         let seconds = |key: &str, default: i64| {
             Duration::from_secs(config.integer(key).unwrap_or(default).max(0) as u64)
+        };
+        let defaults = ReadLimits::default();
+        let bytes = |key: &str, default: u64| match config.integer(key) {
+            None => Ok(default),
+            Some(n) if n > 0 => Ok(n as u64),
+            Some(n) => Err(format!(
+                "setting {key} must be a positive number of bytes, got {n}"
+            )),
         };
         let docker_config = config
             .text("IIB_DOCKER_CONFIG_TEMPLATE")
@@ -128,6 +178,14 @@ impl ClientOptions {
             timeout: None,
             insecure_registries: config.strings("IIB_INSECURE_REGISTRIES"),
             credentials,
+            limits: ReadLimits {
+                max_manifest_bytes: bytes(
+                    "IIB_REGISTRY_MAX_MANIFEST_BYTES",
+                    defaults.max_manifest_bytes,
+                )?,
+                max_layer_bytes: bytes("IIB_REGISTRY_MAX_LAYER_BYTES", defaults.max_layer_bytes)?,
+                max_image_bytes: bytes("IIB_REGISTRY_MAX_IMAGE_BYTES", defaults.max_image_bytes)?,
+            },
         })
     }
 }
@@ -143,13 +201,50 @@ pub struct RegistryClient {
     by_digest: Arc<Mutex<DigestCache>>,
 }
 
-/// (registry, repository, digest) → (content type, bytes). Small documents only.
-type DigestCache = HashMap<(String, String, Digest), (Option<String>, Bytes)>;
+/// (registry, repository, digest).
+type DigestKey = (String, String, Digest);
 
-/// How many documents `by_digest` holds before it starts again.
-const DIGEST_CACHE_ENTRIES: usize = 1024;
+/// Documents by [`DigestKey`] → (content type, bytes), within a budget of bytes: the oldest
+/// go first when a new one does not fit.
+#[derive(Default)]
+struct DigestCache {
+    entries: HashMap<DigestKey, (Option<String>, Bytes)>,
+    order: std::collections::VecDeque<DigestKey>,
+    bytes: usize,
+}
+
+/// What `by_digest` may hold in all.
+const DIGEST_CACHE_BYTES: usize = 64 << 20;
 /// Larger documents are read every time.
 const MAX_CACHED_BYTES: usize = 1 << 20;
+
+impl DigestCache {
+    fn cost(key: &DigestKey, bytes: &Bytes) -> usize {
+        key.0.len() + key.1.len() + key.2.as_str().len() + bytes.len()
+    }
+
+    fn get(&self, key: &DigestKey) -> Option<(Option<String>, Bytes)> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: DigestKey, content_type: Option<String>, bytes: Bytes) {
+        let cost = Self::cost(&key, &bytes);
+        if bytes.len() > MAX_CACHED_BYTES || self.entries.contains_key(&key) {
+            return;
+        }
+        while self.bytes + cost > DIGEST_CACHE_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, gone)) = self.entries.remove(&oldest) {
+                self.bytes -= Self::cost(&oldest, &gone);
+            }
+        }
+        self.bytes += cost;
+        self.order.push_back(key.clone());
+        self.entries.insert(key, (content_type, bytes));
+    }
+}
 
 /// Which credentials a token was fetched with, so that a token granted to one request's
 /// credentials (an `overwrite_from_index_token`, say) never serves a call made with others.
@@ -208,13 +303,21 @@ impl RegistryClient {
         })
     }
 
+    /// The caps on reading an image's layers: `IIB_REGISTRY_MAX_IMAGE_BYTES`.
+    pub fn image_limits(&self) -> super::unpack::Limits {
+        super::unpack::Limits {
+            max_bytes: self.options.limits.max_image_bytes,
+            ..Default::default()
+        }
+    }
+
     fn cached(&self, reference: &Reference, digest: &Digest) -> Option<(Option<String>, Bytes)> {
         let key = (
             reference.registry.clone(),
             reference.repository.clone(),
             digest.clone(),
         );
-        self.by_digest.lock().ok()?.get(&key).cloned()
+        self.by_digest.lock().ok()?.get(&key)
     }
 
     fn remember(
@@ -224,19 +327,13 @@ impl RegistryClient {
         content_type: Option<String>,
         bytes: &Bytes,
     ) {
-        if bytes.len() > MAX_CACHED_BYTES {
-            return;
-        }
         if let Ok(mut cache) = self.by_digest.lock() {
-            if cache.len() >= DIGEST_CACHE_ENTRIES {
-                cache.clear();
-            }
             let key = (
                 reference.registry.clone(),
                 reference.repository.clone(),
                 digest.clone(),
             );
-            cache.insert(key, (content_type, bytes.clone()));
+            cache.insert(key, content_type, bytes.clone());
         }
     }
 
@@ -395,14 +492,20 @@ impl RegistryClient {
                 reason: format!("the token service answered {}", response.status()),
             });
         }
+        let what = format!("token for {scope}");
+        let body = read_capped(
+            response,
+            MAX_TOKEN_RESPONSE_BYTES,
+            &what,
+            realm,
+            "the limit for a token service's answer",
+        )
+        .await?;
         let body: serde_json::Value =
-            response
-                .json()
-                .await
-                .map_err(|source| RegistryError::Transport {
-                    url: realm.to_string(),
-                    source,
-                })?;
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                what: what.clone(),
+                reason: format!("the token service answered with something other than JSON: {e}"),
+            })?;
         let token = body
             .get("token")
             .or_else(|| body.get("access_token"))
@@ -417,10 +520,26 @@ impl RegistryClient {
             .unwrap_or(60)
             .max(10);
         let header = format!("Bearer {token}");
-        if let Ok(mut tokens) = self.tokens.lock() {
-            // Renew a little early.
-            let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(5));
-            tokens.insert(key.clone(), (header.clone(), until));
+        if header.len() <= MAX_CACHED_TOKEN_BYTES {
+            if let Ok(mut tokens) = self.tokens.lock() {
+                let now = Instant::now();
+                // Renew a little early; a huge `expires_in` must not overflow the clock.
+                let until = now
+                    .checked_add(Duration::from_secs(lifetime.saturating_sub(5)))
+                    .unwrap_or(now + Duration::from_secs(3600));
+                tokens.retain(|_, (_, good_until)| *good_until > now);
+                if tokens.len() >= TOKEN_CACHE_ENTRIES {
+                    // Full of live tokens: the one that expires first goes.
+                    if let Some(first) = tokens
+                        .iter()
+                        .min_by_key(|(_, (_, good_until))| *good_until)
+                        .map(|(k, _)| k.clone())
+                    {
+                        tokens.remove(&first);
+                    }
+                }
+                tokens.insert(key.clone(), (header.clone(), until));
+            }
         }
         Ok(header)
     }
@@ -436,11 +555,11 @@ impl RegistryClient {
         if status == StatusCode::NOT_FOUND {
             return Err(RegistryError::NotFound(what.to_string()));
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = read_prefix(response, MAX_ERROR_BODY_BYTES).await;
         Err(RegistryError::Status {
             what: what.to_string(),
             status,
-            body: body.chars().take(500).collect(),
+            body: String::from_utf8_lossy(&body).chars().take(500).collect(),
         })
     }
 
@@ -479,13 +598,15 @@ impl RegistryClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| RegistryError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let bytes = read_capped(
+            response,
+            self.options.limits.max_manifest_bytes,
+            &reference.to_string(),
+            &url,
+            "the limit IIB_REGISTRY_MAX_MANIFEST_BYTES sets for a manifest (raise it if the \
+             image is genuine)",
+        )
+        .await?;
         let digest = Digest::of(&bytes);
         if let Some(expected) = &reference.digest {
             if *expected != digest {
@@ -501,16 +622,25 @@ impl RegistryClient {
         Ok((manifest, digest, bytes))
     }
 
-    /// A small blob (an image config), read once per client.
+    /// A small blob (an image config, held to the manifest limit), read once per client.
     pub(crate) async fn small_blob(
         &self,
         reference: &Reference,
         digest: &Digest,
+        size: u64,
     ) -> Result<Bytes, RegistryError> {
         if let Some((_, bytes)) = self.cached(reference, digest) {
             return Ok(bytes);
         }
-        let bytes = self.blob(reference, digest).await?;
+        let bytes = self
+            .blob_within(
+                reference,
+                digest,
+                Some(size),
+                self.options.limits.max_manifest_bytes,
+                "IIB_REGISTRY_MAX_MANIFEST_BYTES",
+            )
+            .await?;
         self.remember(reference, digest, None, &bytes);
         Ok(bytes)
     }
@@ -520,22 +650,72 @@ impl RegistryClient {
         Ok(self.manifest(reference).await?.1)
     }
 
-    /// A blob, checked against its digest.
+    /// A blob of unknown size, checked against its digest; at most
+    /// `IIB_REGISTRY_MAX_LAYER_BYTES` are read.
     pub async fn blob(
         &self,
         reference: &Reference,
         digest: &Digest,
     ) -> Result<Bytes, RegistryError> {
+        self.blob_within(
+            reference,
+            digest,
+            None,
+            self.options.limits.max_layer_bytes,
+            "IIB_REGISTRY_MAX_LAYER_BYTES",
+        )
+        .await
+    }
+
+    /// A blob a descriptor names, checked against its digest: no more than the `size` the
+    /// descriptor declares is read, and nothing when that is over `IIB_REGISTRY_MAX_LAYER_BYTES`.
+    pub async fn blob_sized(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Bytes, RegistryError> {
+        self.blob_within(
+            reference,
+            digest,
+            Some(size),
+            self.options.limits.max_layer_bytes,
+            "IIB_REGISTRY_MAX_LAYER_BYTES",
+        )
+        .await
+    }
+
+    /// A blob held to its declared size (if known) and to `limit`, which `setting` sets.
+    async fn blob_within(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        declared: Option<u64>,
+        limit: u64,
+        setting: &str,
+    ) -> Result<Bytes, RegistryError> {
+        let what = format!("{}@{digest}", reference.repository);
+        let over_limit = || format!("the limit {setting} sets (raise it if the image is genuine)");
+        let (cap, why) = match declared {
+            Some(size) if size > limit => {
+                return Err(RegistryError::TooLarge {
+                    what,
+                    limit,
+                    why: format!(
+                        "its descriptor declares {size} bytes, over {}",
+                        over_limit()
+                    ),
+                })
+            }
+            Some(size) => (size, "the size its descriptor declares".to_string()),
+            None => (limit, over_limit()),
+        };
         let url = format!("{}/blobs/{digest}", self.base_url(reference));
         let response = self
             .send(reference, None, Call::new(Method::GET, &url, "pull"))
             .await?;
-        let what = format!("{}@{digest}", reference.repository);
         let response = Self::check(response, &what).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|source| RegistryError::Transport { url, source })?;
+        let bytes = read_capped(response, cap, &what, &url, &why).await?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(RegistryError::DigestMismatch {
@@ -571,7 +751,7 @@ impl RegistryClient {
                 url: url.clone(),
                 source,
             })?;
-            written += chunk.len() as u64;
+            written = written.saturating_add(chunk.len() as u64);
             if written > max_bytes {
                 return Err(RegistryError::Protocol {
                     what,
@@ -865,7 +1045,7 @@ impl RegistryClient {
             };
             for blob in std::iter::once(&image.config).chain(image.layers.iter()) {
                 uploaded += self
-                    .transfer_blob(from, to, &blob.digest, credentials)
+                    .transfer_blob(from, to, &blob.digest, blob.size, credentials)
                     .await?;
             }
             if matches!(manifest, Manifest::Index(_)) {
@@ -891,6 +1071,7 @@ impl RegistryClient {
         from: &Reference,
         to: &Reference,
         digest: &Digest,
+        size: u64,
         credentials: Option<&Credentials>,
     ) -> Result<u64, RegistryError> {
         if self.blob_exists(to, digest, credentials).await? {
@@ -903,9 +1084,62 @@ impl RegistryClient {
         {
             return Ok(0);
         }
-        let bytes = self.blob(from, digest).await?;
+        let bytes = self.blob_sized(from, digest, size).await?;
         self.push_blob(to, digest, bytes, credentials).await
     }
+}
+
+/// Reads a body into memory, refusing it as soon as it would pass `limit` bytes (at once when
+/// its `Content-Length` says so): nothing past the limit is ever buffered. `why` says where the
+/// limit comes from.
+async fn read_capped(
+    response: reqwest::Response,
+    limit: u64,
+    what: &str,
+    url: &str,
+    why: &str,
+) -> Result<Bytes, RegistryError> {
+    use futures_util::StreamExt;
+    let too_large = || RegistryError::TooLarge {
+        what: what.to_string(),
+        limit,
+        why: why.to_string(),
+    };
+    let declared = response.content_length();
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    // A declared length only sizes the first allocation, and never beyond 1 MiB: it may lie.
+    let capacity = declared.unwrap_or(0).min(limit).min(1 << 20) as usize;
+    let mut body = bytes::BytesMut::with_capacity(capacity);
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| RegistryError::Transport {
+            url: url.to_string(),
+            source,
+        })?;
+        let total = (body.len() as u64).checked_add(chunk.len() as u64);
+        if total.is_none_or(|total| total > limit) {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The first `limit` bytes of a body (an error answer), or fewer; the rest is never read.
+async fn read_prefix(response: reqwest::Response, limit: usize) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    body
 }
 
 fn media_type_of(raw: &[u8]) -> String {

@@ -70,7 +70,9 @@ impl RegistryClient {
         reference: &Reference,
         image: &ImageManifest,
     ) -> Result<Value, InspectError> {
-        let bytes = self.small_blob(reference, &image.config.digest).await?;
+        let bytes = self
+            .small_blob(reference, &image.config.digest, image.config.size)
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| InspectError::BadConfig {
             image: reference.to_string(),
             reason: e.to_string(),
@@ -167,15 +169,20 @@ impl RegistryClient {
         let mut extractor = Extractor::new(paths, limits);
         let mut total: u64 = 0;
         for (index, layer) in image.manifest.layers.iter().enumerate().rev() {
-            // Compressed sizes count against the cap too: nothing larger is even fetched.
-            total += layer.size;
-            if total > limits.max_bytes {
-                return Err(UnpackError::TooManyBytes {
-                    limit: limits.max_bytes,
+            // Compressed sizes count against the cap too: nothing larger is even fetched (and
+            // a hostile size cannot overflow the sum).
+            total = match total.checked_add(layer.size) {
+                Some(total) if total <= limits.max_bytes => total,
+                _ => {
+                    return Err(UnpackError::TooManyBytes {
+                        limit: limits.max_bytes,
+                    }
+                    .into())
                 }
-                .into());
-            }
-            let blob = self.blob(reference, &layer.digest).await?;
+            };
+            let blob = self
+                .blob_sized(reference, &layer.digest, layer.size)
+                .await?;
             if extractor.read(index, &layer.media_type, &blob)? {
                 break;
             }

@@ -12,7 +12,7 @@ pub mod manifest;
 pub mod reference;
 pub mod unpack;
 
-pub use client::{ClientOptions, RegistryClient, RegistryError, RetryPolicy};
+pub use client::{ClientOptions, ReadLimits, RegistryClient, RegistryError, RetryPolicy};
 pub use digest::Digest;
 pub use manifest::Manifest;
 pub use reference::Reference;

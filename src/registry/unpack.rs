@@ -21,7 +21,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_bytes: 8 << 30,
+            // What a large index's catalog may need; `IIB_REGISTRY_MAX_IMAGE_BYTES` sets it.
+            max_bytes: 2 << 30,
             max_entries: 2_000_000,
         }
     }

@@ -173,7 +173,7 @@ impl Store {
             }
         }
         for secret in secrets {
-            secret.insert(&mut tx).await?;
+            secret.insert(&mut tx, self.secret_key.as_deref()).await?;
         }
         if let Some((key, request_ids)) = key {
             let now = events

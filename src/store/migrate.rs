@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0004_work_queue.sql"),
     },
     Migration {
+        version: 5,
+        name: "relay_dead_letters",
+        sqlite: include_str!("../../migrations/sqlite/0005_relay_dead_letters.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_relay_dead_letters.sql"),
+    },
+    Migration {
         version: 6,
         name: "set_aside_events",
         sqlite: include_str!("../../migrations/sqlite/0006_set_aside_events.sql"),

@@ -35,6 +35,7 @@ macro_rules! on_tx {
     };
 }
 
+mod dead_letters;
 mod events;
 mod idempotency;
 mod migrate;
@@ -43,10 +44,11 @@ mod repository;
 mod secrets;
 mod set_aside;
 
+pub use dead_letters::DeadLetter;
 pub use events::{NewEvent, RawEvent, StoredEvent};
 pub use idempotency::{IdempotencyKey, KeyUse};
 pub use read_model::{ListFilter, ListPage, ReadModelRows, WorkItem};
-pub use secrets::Secret;
+pub use secrets::{Secret, SecretKey};
 pub use set_aside::{is_data_error, SetAside};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -116,6 +118,11 @@ impl WriteTx {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// Told when secrets were deleted, so the scrubber (`background::purge_secrets`) folds the
+    /// write-ahead log, which still holds their bytes, into the database file at once.
+    secrets_deleted: std::sync::Arc<tokio::sync::Notify>,
+    /// Encrypts secrets at rest (`IIB_SECRET_KEY`); none: stored as given.
+    secret_key: Option<std::sync::Arc<SecretKey>>,
 }
 
 impl Store {
@@ -127,7 +134,13 @@ impl Store {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                // FULL: every commit is on disk before it returns, so a power loss cannot roll
+                // back a submission whose request id was already answered (NORMAL in WAL mode
+                // may lose the last commits).
+                .synchronous(SqliteSynchronous::Full)
+                // Deleted rows (secrets above all) are overwritten with zeros, not left in
+                // freed pages for anyone who reads the file.
+                .pragma("secure_delete", "ON")
                 .busy_timeout(Duration::from_secs(10))
                 .pragma("cache_size", "-65536");
             Pool::Sqlite(
@@ -149,7 +162,17 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            secrets_deleted: Default::default(),
+            secret_key: None,
+        })
+    }
+
+    /// Encrypts the secrets this store writes with `key`, and reads those written with it.
+    pub fn with_secret_key(mut self, key: Option<SecretKey>) -> Self {
+        self.secret_key = key.map(std::sync::Arc::new);
+        self
     }
 
     /// The embedded default: a SQLite file in `data_dir`.
@@ -195,6 +218,35 @@ impl Store {
         Ok(())
     }
 
+    /// Says that secrets were deleted (after the deleting transaction committed).
+    pub fn note_secrets_deleted(&self) {
+        self.secrets_deleted.notify_one();
+    }
+
+    /// Resolves once secrets were deleted since the last call.
+    pub async fn secrets_were_deleted(&self) {
+        self.secrets_deleted.notified().await
+    }
+
+    /// Leaves no copy of deleted rows in the database's files. SQLite zeroes deleted rows in
+    /// its pages (`secure_delete`), but the write-ahead log keeps every older version of a page
+    /// until a checkpoint folds it in and truncates it; this runs that checkpoint. Returns
+    /// false when readers kept it from finishing (call again soon).
+    ///
+    /// PostgreSQL keeps a deleted row's bytes in the table's pages until they are reused, and
+    /// in its own WAL; nothing a client can run removes them reliably, so this does nothing
+    /// there.
+    pub async fn scrub_deleted_rows(&self) -> Result<bool, StoreError> {
+        let Pool::Sqlite(pool) = &self.pool else {
+            return Ok(true);
+        };
+        // (busy, frames in the log, frames checkpointed); busy = 1 when a reader held it up.
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(pool)
+            .await?;
+        Ok(busy == 0)
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
@@ -209,4 +261,34 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, StoreErro
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| StoreError::corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_commits_are_durable_and_deleted_rows_are_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&Store::sqlite_url_in(dir.path()))
+            .await
+            .unwrap();
+        let Pool::Sqlite(pool) = &store.pool else {
+            unreachable!()
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            synchronous, 2,
+            "FULL: a power loss keeps every answered commit"
+        );
+        let secure_delete: i64 = sqlx::query_scalar("PRAGMA secure_delete")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(secure_delete, 1);
+    }
 }

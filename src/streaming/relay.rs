@@ -2,12 +2,14 @@
 //! publishes IIB's messages with an idempotent producer (acks=all). The checkpoint moves only
 //! past events whose messages were all delivered, so nothing is skipped or lost across broker
 //! outages, restarts or crashes; a crash may resend a page, with the same `correlation_id`s.
-//! A broker outage never fails requests: events wait in the store.
+//! A broker outage never fails requests: events wait in the store. A message the broker
+//! refuses for good (too large, invalid, not authorized) is recorded as a dead letter and the
+//! relay goes on; transient errors are retried.
 
 use super::messages::{messages_for, Message, Topics};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::store::{Store, StoreError};
+use crate::store::{DeadLetter, Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -17,6 +19,35 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// A message handed to the producer, or refused by it at once.
+enum Enqueued {
+    Pending(DeliveryFuture),
+    Refused(KafkaError),
+}
+
+/// Whether a produce error is final for that message: the broker (or librdkafka's own checks)
+/// will refuse it however often it is sent. Everything else (brokers away, leaders moving,
+/// timeouts) is transient and the page is sent again.
+pub fn is_permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error,
+        KafkaError::MessageProduction(
+            MessageSizeTooLarge
+                | MessageBatchTooLarge
+                | InvalidMessage
+                | InvalidMessageSize
+                | InvalidRecord
+                | BadMessage
+                | InvalidTimestamp
+                | UnsupportedForMessageFormat
+                | PolicyViolation
+                | InvalidTopic
+                | TopicAuthorizationFailed
+        )
+    )
+}
 
 /// The relay's checkpoint name.
 pub const CHECKPOINT: &str = "kafka_relay";
@@ -173,8 +204,9 @@ impl Relay {
 
     /// Enqueues a message; the future resolves when the broker has it. Messages are enqueued in
     /// order and the producer is idempotent, so one key's messages arrive in order even with
-    /// many in flight.
-    async fn enqueue(&self, message: &Message) -> Result<DeliveryFuture, RelayError> {
+    /// many in flight. A message librdkafka refuses for good before sending (larger than
+    /// `message.max.bytes`, say) comes back as `Refused`.
+    async fn enqueue(&self, message: &Message) -> Result<Enqueued, RelayError> {
         loop {
             let mut headers = OwnedHeaders::new();
             for (key, value) in &message.headers {
@@ -188,31 +220,81 @@ impl Relay {
                 .payload(&message.body)
                 .headers(headers);
             match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+                Ok(delivery) => return Ok(Enqueued::Pending(delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // librdkafka's queue is full: let it drain a little.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                Err((e, _)) if is_permanent(&e) => return Ok(Enqueued::Refused(e)),
                 Err((e, _)) => return Err(RelayError::Kafka(e.to_string())),
             }
         }
     }
 
-    /// Sends `messages` pipelined and waits until the broker has every one.
-    async fn send_all(&self, messages: &[Message]) -> Result<u64, RelayError> {
+    /// Sends `messages` (each with the position of the event it comes from) pipelined and waits
+    /// until the broker has every one, or refused it for good: those become dead letters, so
+    /// one message the broker can never take does not hold back every later one. Any other
+    /// error fails the page, to be sent again.
+    async fn send_all(&self, messages: &[(i64, Message)]) -> Result<u64, RelayError> {
         let mut pending = Vec::with_capacity(messages.len());
-        for message in messages {
-            pending.push(self.enqueue(message).await?);
+        for (position, message) in messages {
+            pending.push((*position, message, self.enqueue(message).await?));
         }
         let mut sent = 0;
-        for delivery in pending {
-            match delivery.await {
-                Ok(Ok(_)) => sent += 1,
-                Ok(Err((e, _))) => return Err(RelayError::Kafka(e.to_string())),
-                Err(_) => return Err(RelayError::Kafka("the producer went away".into())),
-            }
+        for (position, message, enqueued) in pending {
+            let refused = match enqueued {
+                Enqueued::Refused(e) => e,
+                Enqueued::Pending(delivery) => match delivery.await {
+                    Ok(Ok(_)) => {
+                        sent += 1;
+                        continue;
+                    }
+                    Ok(Err((e, _))) if is_permanent(&e) => e,
+                    Ok(Err((e, _))) => return Err(RelayError::Kafka(e.to_string())),
+                    Err(_) => return Err(RelayError::Kafka("the producer went away".into())),
+                },
+            };
+            self.dead_letter(position, message, &refused).await?;
         }
         Ok(sent)
+    }
+
+    /// Records a message the broker refused for good and says so in the log.
+    async fn dead_letter(
+        &self,
+        position: i64,
+        message: &Message,
+        error: &KafkaError,
+    ) -> Result<(), RelayError> {
+        let size = message.key.len()
+            + message.body.len()
+            + message
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        let letter = DeadLetter {
+            position,
+            topic: message.topic.clone(),
+            key: message.key.clone(),
+            error: error.to_string(),
+            size: size as u64,
+            recorded_at: chrono::Utc::now(),
+        };
+        if self.store.record_dead_letter(&letter).await? {
+            tracing::error!(
+                position,
+                topic = %letter.topic,
+                key = %letter.key,
+                size,
+                error = %letter.error,
+                "the Kafka broker refused a message for good; it is recorded in relay_dead_letters \
+                 and the relay goes on. Fix the cause (e.g. the topic's max.message.bytes), then \
+                 resend it with `iib replay --to-kafka --from {}`",
+                position - 1
+            );
+        }
+        Ok(())
     }
 
     /// Publishes everything committed after the checkpoint; returns how many events it relayed.
@@ -227,7 +309,7 @@ impl Relay {
             let mut messages = Vec::new();
             for event in &events {
                 match messages_for(&self.store, event, &self.settings.topics).await {
-                    Ok(more) => messages.extend(more),
+                    Ok(more) => messages.extend(more.into_iter().map(|m| (event.position, m))),
                     // An event that cannot be turned into messages is set aside, not retried
                     // for ever: the events after it still reach the broker.
                     Err(e @ crate::store::StoreError::Corrupt(_)) => {
@@ -239,7 +321,8 @@ impl Relay {
                 }
                 relayed += 1;
             }
-            // The checkpoint moves only once the broker has the whole page.
+            // The checkpoint moves only once the broker has the whole page (or refused some of
+            // it for good, recorded as dead letters).
             self.send_all(&messages).await?;
             self.store.advance_checkpoint(CHECKPOINT, last).await?;
         }
@@ -257,7 +340,9 @@ impl Relay {
             };
             let mut messages = Vec::new();
             for event in &events {
-                messages.extend(messages_for(&self.store, event, &self.settings.topics).await?);
+                for message in messages_for(&self.store, event, &self.settings.topics).await? {
+                    messages.push((event.position, message));
+                }
             }
             sent += self.send_all(&messages).await?;
             position = last;

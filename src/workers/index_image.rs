@@ -8,7 +8,7 @@ use super::tasks::TaskError;
 use crate::catalog::render::ObjectsAs;
 use crate::registry::build::{layer, ConfigChanges};
 use crate::registry::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
-use crate::registry::unpack::{Limits, Node};
+use crate::registry::unpack::Node;
 use crate::registry::Reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -84,7 +84,7 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
             layered,
         });
     }
-    let limits = Limits::default();
+    let limits = ctx.client.image_limits();
     let catalog = if let Some(configs) = labels.get(CONFIGS_LABEL) {
         let dir = configs.trim_matches('/').to_string();
         let tree = ctx

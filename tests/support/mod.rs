@@ -5,6 +5,7 @@
 
 pub mod bundles;
 pub mod faults;
+pub mod hostile_registry;
 pub mod kafka;
 pub mod registry;
 pub mod s3;
