@@ -1691,3 +1691,137 @@ async fn overwrite_from_index_pushes_with_each_requests_own_token() {
     let history = serde_json::to_string(&events(&server, id).await).unwrap();
     assert!(!history.contains("wr1te-s3cret"), "{history}");
 }
+
+/// Polls a request until it is no longer in progress, failing the test after `limit`.
+async fn finished_within(server: &Server, id: u64, limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["state"] != "in_progress" {
+            return body;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "request {id} still in progress after {limit:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_name_from_labels_copies_label_values_once_and_caps_the_name() {
+    let world = world(1).await;
+    let host = world.registry.host.clone();
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    // The image the bundle's CSV names, with labels that refer to themselves.
+    let operator = format!("{host}/labelled/operator:1");
+    let labels = BTreeMap::from([
+        ("name".to_string(), "{name}".to_string()),
+        ("grow".to_string(), "x{grow}".to_string()),
+        ("long".to_string(), "a".repeat(300)),
+        ("component".to_string(), "team/renamed".to_string()),
+    ]);
+    let files = BTreeMap::from([("bin/operator".to_string(), b"#!/bin/sh\n".to_vec())]);
+    let operator_ref: Reference = operator.parse().unwrap();
+    let entry = client
+        .push_layer_image(
+            &operator_ref,
+            "amd64",
+            &iib::registry::build::layer(&files),
+            &labels,
+            "operator",
+        )
+        .await
+        .unwrap();
+    client
+        .push_index(&operator_ref, "1", vec![entry], None)
+        .await
+        .unwrap();
+    let package = community_packages()
+        .into_iter()
+        .find(|p| p.name == "kube-green")
+        .unwrap();
+    let local = [
+        ("docker.io/kubegreen/kube-green:0.7.1", operator.as_str()),
+        (
+            "gcr.io/kubebuilder/kube-rbac-proxy:v0.5.0",
+            operator.as_str(),
+        ),
+        ("kubegreen/kube-green:0.3.0", operator.as_str()),
+    ];
+    let dir = rewritten_bundle(&package.bundles[9].1, &local, None);
+    let bundle = format!("{host}/kube-green-bundle:labelled");
+    push_bundle(&client, &bundle.parse().unwrap(), dir.path()).await;
+    let template =
+        |template: &str| json!([{"type": "image_name_from_labels", "template": template}]);
+    let customizations = json!({
+        "self": template("{name}"),
+        "growing": template("x{grow}"),
+        "long": template("{long}"),
+        "renamed": template("{component}"),
+    })
+    .to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_ORGANIZATION_CUSTOMIZATIONS", customizations.as_str())],
+    )
+    .await;
+    let regenerate =
+        |organization: &str| json!({"from_bundle_image": bundle, "organization": organization});
+    // Each ends, and soon: a value naming itself is copied as it is, not substituted again.
+    for (organization, expected) in [
+        ("self", format!("{host}/{{name}}:1")),
+        ("growing", format!("{host}/xx{{grow}}:1")),
+    ] {
+        let id = post(
+            &server,
+            "/api/v1/builds/regenerate-bundle",
+            regenerate(organization),
+        )
+        .await["id"]
+            .as_u64()
+            .unwrap();
+        let done = finished_within(&server, id, Duration::from_secs(30)).await;
+        assert_eq!(done["state"], "failed", "{done}");
+        let reason = done["state_reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("makes the pull spec {expected} out of {operator}")),
+            "{reason}"
+        );
+    }
+    let id = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        regenerate("long"),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let done = finished_within(&server, id, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("is longer than 255 characters"),
+        "{done}"
+    );
+    // An ordinary template still renames the image.
+    let id = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        regenerate("renamed"),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let done = finished_within(&server, id, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+}
