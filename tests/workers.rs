@@ -1825,3 +1825,58 @@ async fn image_name_from_labels_copies_label_values_once_and_caps_the_name() {
     let done = finished_within(&server, id, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "complete", "{done}");
 }
+
+/// When `event` was recorded in a request's history.
+fn recorded_at(history: &[Value], event: &str) -> chrono::DateTime<chrono::Utc> {
+    let at = history
+        .iter()
+        .find(|e| e["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} in {history:?}"))["recorded_at"]
+        .as_str()
+        .unwrap();
+    at.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_limit_fires_while_the_worker_reads_a_large_catalog() {
+    let world = world(0).await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let index = format!("{}/big-index:v4.18", world.registry.host);
+    support::big_catalog::push_filler_index(
+        &client,
+        &world.binary.parse().unwrap(),
+        &index.parse().unwrap(),
+        &["amd64", "arm64"],
+        250_000,
+    )
+    .await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_QUEUES", r#"{"default": {"time_limit_seconds": 1}}"#)],
+    )
+    .await;
+    let id = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [world.bundles[0]], "from_index": index, "binary_image": world.binary}),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let done = finished_within(&server, id, Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(
+        done["state_reason"],
+        "The request exceeded the time limit of 1 seconds of the default queue"
+    );
+    // Reading the catalog takes seconds (about 4 s in a debug build); it runs off the async
+    // runtime, so the limit fires on time instead of when the reading is done.
+    let history = events(&server, id).await;
+    let ran = recorded_at(&history, "RequestFailed") - recorded_at(&history, "RequestClaimed");
+    assert!(
+        ran < chrono::Duration::milliseconds(2000),
+        "the time limit fired {ran} after the claim"
+    );
+}

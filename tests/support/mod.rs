@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod big_catalog;
 pub mod bundles;
 pub mod faults;
 pub mod kafka;

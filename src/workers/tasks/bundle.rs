@@ -550,7 +550,7 @@ pub async fn regenerate_bundle(
             &parse(&resolved)?,
             &target,
             &arch_list,
-            &[layer(&files)],
+            &[crate::blocking::run(move || layer(&files)).await],
             &changes,
             None,
         )
