@@ -1713,6 +1713,23 @@ async fn finished_within(server: &Server, id: u64, limit: Duration) -> Value {
     }
 }
 
+/// Waits until the request's log file in `logs` (the API serves it only once the request
+/// ended) holds `text`.
+async fn log_shows(logs: &std::path::Path, id: u64, text: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(logs.join(format!("{id}.log"))).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the log of request {id} never showed {text:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_name_from_labels_copies_label_values_once_and_caps_the_name() {
     let world = world(1).await;
@@ -1824,6 +1841,173 @@ async fn image_name_from_labels_copies_label_values_once_and_caps_the_name() {
         .unwrap();
     let done = finished_within(&server, id, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "complete", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_fails_its_request_and_its_serial_queue_goes_on() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    // 0.6.0's request panics (a hook only debug builds accept); 0.5.2's is ordinary.
+    let server = serve(
+        &world,
+        logs.path(),
+        &[
+            ("IIB_QUEUES", r#"{"default": {"concurrency": 1}}"#),
+            ("IIB_TEST_PANIC_ON", world.bundles[7].as_str()),
+        ],
+    )
+    .await;
+    let add = |bundle: &str| json!({"bundles": [bundle], "from_index": world.index, "binary_image": world.binary});
+    let panicking = post(&server, "/api/v1/builds/add", add(&world.bundles[7])).await["id"]
+        .as_u64()
+        .unwrap();
+    let ordinary = post(&server, "/api/v1/builds/add", add(&world.bundles[6])).await["id"]
+        .as_u64()
+        .unwrap();
+    let failed = finished_within(&server, panicking, Duration::from_secs(60)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["state_reason"],
+        format!("The worker failed unexpectedly: IIB_TEST_PANIC_ON matched request {panicking}")
+            .as_str()
+    );
+    // The next request of the serial queue runs.
+    let done = finished_within(&server, ordinary, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    // The panicking request's heartbeat stopped with it: no renewal after its end.
+    let history = events(&server, panicking).await;
+    let last = history
+        .iter()
+        .rev()
+        .find(|e| e["aggregate"] == format!("BuildRequest {panicking}").as_str())
+        .unwrap();
+    assert_eq!(last["event"], "RequestFailed", "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_its_claim_stops_before_its_lease_runs_out() {
+    let world = world(8).await;
+    // Every registry call goes through a gate that holds the manifests pushed for the request.
+    let gate = support::gate::GateProxy::start(
+        &world.registry.host,
+        reqwest::Method::PUT,
+        "/iib-build/manifests/",
+    )
+    .await;
+    let via = |spec: &str| spec.replacen(&world.registry.host, &gate.host, 1);
+    let logs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings: BTreeMap<String, String> = [
+        ("IIB_QUEUE_ACTORS", "true"),
+        ("LOGIN_DISABLED", "true"),
+        ("IIB_REGISTRY", gate.host.as_str()),
+        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
+        ("IIB_WORKER_LEASE_SECONDS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let id = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [via(&world.bundles[8])], "from_index": via(&world.index), "binary_image": via(&world.binary)}),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    // The worker is pushing the new index when the database starts refusing renewals.
+    let started = Instant::now();
+    while gate.held() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no push came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = support::db_faults::RefusedEvents::install(data.path(), &["ClaimRenewed"]).await;
+    let refused_at = Instant::now();
+    // It gives up the push before its 5 s lease runs out, and says why.
+    while gate.abandoned() == 0 {
+        assert!(
+            refused_at.elapsed() < Duration::from_secs(7),
+            "the worker kept pushing with a claim it could not renew"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    log_shows(
+        logs.path(),
+        id,
+        "stopped working on the request: its claim could not be renewed before its lease ran out",
+        Duration::from_secs(5),
+    )
+    .await;
+    let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["state"], "in_progress", "{body}");
+    // With the database back, the request is taken over once its lease expired, and ends.
+    refused.remove().await;
+    gate.open();
+    let done = finished_within(&server, id, Duration::from_secs(90)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_request_is_recorded_through_a_database_hiccup_without_running_it_again() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(&world, logs.path(), &[]).await;
+    let refused = support::db_faults::RefusedEvents::install(
+        &server.data,
+        &["RequestCompleted", "RequestFailed"],
+    )
+    .await;
+    let add = |bundle: &str| json!({"bundles": [bundle], "from_index": world.index, "binary_image": world.binary});
+    // 0.5.2 completes; 0.6.0 replaces a bundle the index lacks and fails.
+    let completing = post(&server, "/api/v1/builds/add", add(&world.bundles[6])).await["id"]
+        .as_u64()
+        .unwrap();
+    let failing = post(&server, "/api/v1/builds/add", add(&world.bundles[7])).await["id"]
+        .as_u64()
+        .unwrap();
+    let limit = Duration::from_secs(60);
+    log_shows(logs.path(), completing, "recording the end failed", limit).await;
+    log_shows(logs.path(), failing, "recording the failure failed", limit).await;
+    refused.remove().await;
+    let back = Instant::now();
+    let done = finished_within(&server, completing, Duration::from_secs(90)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let failed = finished_within(&server, failing, Duration::from_secs(90)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["state_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to add the bundles to the index image"),
+        "{failed}"
+    );
+    // Recorded by the run that did the work, not by a second run after the lease expired.
+    assert!(
+        back.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        back.elapsed()
+    );
+    for id in [completing, failing] {
+        let history = events(&server, id).await;
+        let claims = history
+            .iter()
+            .filter(|e| e["event"] == "RequestClaimed")
+            .count();
+        let starts = history
+            .iter()
+            .filter(|e| {
+                e["event"] == "ProgressRecorded"
+                    && e["payload"]["ProgressRecorded"]["state_reason"] == "Resolving the bundles"
+            })
+            .count();
+        assert_eq!((claims, starts), (1, 1), "{history:?}");
+    }
 }
 
 /// When `event` was recorded in a request's history.

@@ -5,7 +5,9 @@
 
 pub mod big_catalog;
 pub mod bundles;
+pub mod db_faults;
 pub mod faults;
+pub mod gate;
 pub mod kafka;
 pub mod registry;
 pub mod s3;
