@@ -2010,6 +2010,141 @@ async fn the_end_of_a_request_is_recorded_through_a_database_hiccup_without_runn
     }
 }
 
+/// A registry whose token service lets `writer` push, an index there holding the first 3
+/// kube-green bundles, and a Docker config giving the service the writer's credentials.
+struct PrivateIndex {
+    _issuer: support::token_issuer::TokenIssuer,
+    _registry: Registry,
+    index: String,
+    config: tempfile::NamedTempFile,
+}
+
+async fn private_index(world: &World) -> PrivateIndex {
+    use base64::Engine as _;
+    use iib::registry::auth::{CredentialStore, Credentials};
+    let issuer =
+        support::token_issuer::TokenIssuer::start_with_users(&[("writer", "wr1te-s3cret", None)])
+            .await;
+    let registry = Registry::start_with_auth_config(&issuer.registry_auth_config()).await;
+    let mut credentials = CredentialStore::default();
+    credentials.insert(
+        &registry.host,
+        Credentials::from_user_colon_secret("writer:wr1te-s3cret").unwrap(),
+    );
+    let writer = RegistryClient::new(ClientOptions {
+        credentials,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let index = format!("{}/team/index:v4.18", registry.host);
+    writer
+        .copy(&world.index.parse().unwrap(), &index.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("writer:wr1te-s3cret");
+    std::fs::write(
+        config.path(),
+        json!({"auths": {registry.host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    PrivateIndex {
+        _issuer: issuer,
+        _registry: registry,
+        index,
+        config,
+    }
+}
+
+fn bundles_in(index: &str) -> usize {
+    let configs = unpacked_configs_with(index, "amd64", "writer:wr1te-s3cret");
+    bundle_names(&configs["kube-green/catalog.json"]).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_token_that_cannot_serve_fails_the_request_instead_of_using_the_services_credentials(
+) {
+    let world = world(3).await;
+    let private = private_index(&world).await;
+    let add = |bundle: &str, token: Option<&str>| {
+        let mut body = json!({
+            "bundles": [bundle],
+            "from_index": private.index,
+            "binary_image": world.binary,
+            "overwrite_from_index": true,
+        });
+        if let Some(token) = token {
+            body["overwrite_from_index_token"] = json!(token);
+        }
+        body
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let config = private.config.path().to_str().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_DOCKER_CONFIG_TEMPLATE", config)],
+    )
+    .await;
+    // A token that is not "username:token" fails the request; the service's own push
+    // credentials for that registry do not stand in for it.
+    let malformed = post(
+        &server,
+        "/api/v1/builds/add",
+        add(&world.bundles[3], Some("only-a-token")),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let failed = finished(&server, malformed).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["state_reason"],
+        "The overwrite_from_index_token is not in the format \"username:token\"; resubmit the request with a token of that form"
+    );
+    assert_eq!(bundles_in(&private.index), 3);
+    // Without a token (allowed when login is off, as for IIB's privileged users) the service's
+    // credentials serve, as before.
+    let (_, done) = completed(&server, "/api/v1/builds/add", add(&world.bundles[3], None)).await;
+    assert_eq!(done["index_image"], private.index.as_str());
+    assert_eq!(bundles_in(&private.index), 4);
+    drop(server);
+
+    // A token that expired before its request ran: submitted while no worker runs.
+    let data = tempfile::tempdir().unwrap();
+    let mut settings: BTreeMap<String, String> = [
+        ("IIB_QUEUE_ACTORS", "false"),
+        ("LOGIN_DISABLED", "true"),
+        ("IIB_REGISTRY", world.registry.host.as_str()),
+        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
+        ("IIB_DOCKER_CONFIG_TEMPLATE", config),
+        ("IIB_SECRET_LIFETIME_SECONDS", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut idle = Server::start_in(data.path(), &settings, false).await;
+    let expiring = post(
+        &idle,
+        "/api/v1/builds/add",
+        add(&world.bundles[4], Some("writer:wr1te-s3cret")),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(idle.terminate().success());
+    settings.insert("IIB_QUEUE_ACTORS".into(), "true".into());
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let failed = finished(&server, expiring).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["state_reason"],
+        "The overwrite_from_index_token expired before the request ran (secrets are kept IIB_SECRET_LIFETIME_SECONDS); resubmit the request with it"
+    );
+    assert_eq!(bundles_in(&private.index), 4);
+}
+
 /// When `event` was recorded in a request's history.
 fn recorded_at(history: &[Value], event: &str) -> chrono::DateTime<chrono::Utc> {
     let at = history

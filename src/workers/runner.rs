@@ -37,6 +37,8 @@ pub struct TaskContext {
     /// Who submitted it.
     pub user: Option<String>,
     secrets: Vec<Secret>,
+    /// The kinds of secret the request was sent with (those missing from `secrets` expired).
+    secrets_given: Vec<SecretKind>,
     pub bus: CommandBus,
     pub client: RegistryClient,
     /// What `client` was made from (a request's own credentials make a client of their own).
@@ -101,12 +103,22 @@ impl TaskContext {
         .await
     }
 
-    /// A secret the request was sent with.
-    pub fn secret(&self, kind: SecretKind) -> Option<&str> {
-        self.secrets
+    /// A secret the request was sent with: `None` when it was sent without one; an error when
+    /// it was sent with one that expired before the request ran (going on without it would
+    /// use the service's own credentials where the user gave theirs).
+    pub fn secret(&self, kind: SecretKind) -> Result<Option<&str>, TaskError> {
+        let value = self
+            .secrets
             .iter()
             .find(|s| s.kind == kind)
-            .map(|s| s.value.as_str())
+            .map(|s| s.value.as_str());
+        if value.is_none() && self.secrets_given.contains(&kind) {
+            return Err(TaskError::Failed(format!(
+                "The {} expired before the request ran (secrets are kept IIB_SECRET_LIFETIME_SECONDS); resubmit the request with it",
+                kind.parameter()
+            )));
+        }
+        Ok(value)
     }
 }
 
@@ -413,6 +425,7 @@ impl Runner {
         let request = RequestId::new(id).ok_or("request ids are positive")?;
         let aggregate = self.bus.request(request).await.map_err(|e| e.to_string())?;
         let (attempt, abandoned) = (aggregate.attempts(), aggregate.abandoned());
+        let secrets_given = aggregate.secrets_given().to_vec();
         let lease_until = match aggregate.claim() {
             Some(claim) if claim.worker == self.worker => {
                 let left = (claim.lease_until - Utc::now())
@@ -461,6 +474,7 @@ impl Runner {
             queue: record.queue.clone(),
             user: record.user.clone(),
             secrets,
+            secrets_given,
             bus: self.bus.clone(),
             client: self.client.clone(),
             client_options: self.client_options.clone(),

@@ -127,9 +127,12 @@ impl Bundle {
     }
 }
 
-/// The client a request uses: with the credentials it was sent (`registry_auths`), if any.
+/// The client a request uses: with the credentials it was sent (`registry_auths`), if any,
+/// in place of the service's for the same registries (as IIB merges them into its Docker
+/// config). `registry_auths` that expired before the request ran fail it: the service's own
+/// credentials never stand in for the user's.
 fn request_client(ctx: &TaskContext) -> Result<RegistryClient, TaskError> {
-    match ctx.secret(SecretKind::RegistryAuths) {
+    match ctx.secret(SecretKind::RegistryAuths)? {
         None => Ok(ctx.client.clone()),
         Some(auths) => {
             let mut options = ctx.client_options.clone();

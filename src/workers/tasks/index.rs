@@ -62,6 +62,34 @@ fn distribution_scope(resolved: &str, requested: Option<&str>) -> Result<String,
     Ok(requested.to_string())
 }
 
+/// The credentials to overwrite the request's index with (`RequestParams::overwritten_index`):
+/// its token (`overwrite_from_index_token`, or `overwrite_target_index_token` for
+/// merge-index-image) exactly as given, as IIB puts it in its Docker config. Without a token
+/// (privileged users may overwrite without one) the service's own credentials serve; a token
+/// that is not `username:token`, or expired before the request ran, fails the request, since
+/// going on would push with the service's credentials where the user meant theirs.
+fn overwrite_credentials(ctx: &TaskContext) -> Result<Option<Credentials>, TaskError> {
+    if ctx.params.overwritten_index().is_none() {
+        return Ok(None);
+    }
+    let kind = if ctx.params.request_type() == RequestType::MergeIndexImage {
+        SecretKind::OverwriteTargetIndexToken
+    } else {
+        SecretKind::OverwriteFromIndexToken
+    };
+    let Some(token) = ctx.secret(kind)? else {
+        return Ok(None);
+    };
+    Credentials::from_user_colon_secret(token)
+        .map(Some)
+        .ok_or_else(|| {
+            TaskError::Failed(format!(
+                "The {} is not in the format \"username:token\"; resubmit the request with a token of that form",
+                kind.parameter()
+            ))
+        })
+}
+
 /// IIB's `prepare_request_for_build`: resolve and read the index (`scope_index` gives the scope,
 /// delivery version and labels; every index in `indexes` adds its arches), choose the binary
 /// image, and work out the arches (the requested ones and the indexes', all of which the
@@ -74,6 +102,8 @@ async fn prepare(
     add_arches: &[String],
     requested_scope: Option<&str>,
 ) -> Result<Prepared, TaskError> {
+    // A token that cannot serve fails the request before anything is built.
+    overwrite_credentials(ctx)?;
     ctx.progress("Resolving the container images").await?;
     let (contents, from_index_resolved) = match from_index {
         Some(from_index) => {
@@ -380,12 +410,7 @@ async fn finish(
         request_type,
         RequestType::CreateEmptyIndex | RequestType::MergeIndexImage
     );
-    let token = if request_type == RequestType::MergeIndexImage {
-        SecretKind::OverwriteTargetIndexToken
-    } else {
-        SecretKind::OverwriteFromIndexToken
-    };
-    let overwrite = ctx.params.overwritten_index().map(|index| (index, token));
+    let overwrite = ctx.params.overwritten_index();
     let (catalog, valid) = on_catalog(working.catalog, |c| validate(c)).await;
     valid.map_err(|e| {
         TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
@@ -412,10 +437,8 @@ async fn finish(
         facts.internal_index_image_copy = Some(pushed.clone());
         facts.internal_index_image_copy_resolved = Some(pushed_resolved.clone());
     }
-    if let Some((index, kind)) = overwrite {
-        let credentials = ctx
-            .secret(kind)
-            .and_then(Credentials::from_user_colon_secret);
+    if let Some(index) = overwrite {
+        let credentials = overwrite_credentials(ctx)?;
         let target = parse(index)?;
         // IIB's `_verify_index_image`: the index must not have moved while we built.
         if let Some(before) = &prepared.from_index_resolved {
