@@ -245,7 +245,12 @@ impl Heartbeat {
     {
         let mut renewed_at = Instant::now();
         loop {
-            tokio::time::sleep_until(renewed_at + self.every).await;
+            // A third of the lease after the last renewal; sooner when the lease we started
+            // from had less left (the request took a while to start), so there is time to retry.
+            let latest = lease_until
+                .checked_sub(self.margin + self.every / 2)
+                .unwrap_or(renewed_at);
+            tokio::time::sleep_until((renewed_at + self.every).min(latest)).await;
             let give_up_at = lease_until - self.margin;
             let mut pause = (self.every / 8).min(Duration::from_millis(100));
             loop {
@@ -713,6 +718,20 @@ mod tests {
         let lost = tokio::time::timeout(LEASE * 3, keep).await.unwrap();
         assert!(matches!(lost, ClaimLost::Unrenewed(_)), "{lost:?}");
         assert!(started.elapsed() < LEASE, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_lease_with_little_left_is_renewed_early_enough_to_retry() {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        // A third of the lease left when the task starts: it renews at once, and keeps on.
+        let keep = Heartbeat::new(LEASE).keep(started + LEASE / 3, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        });
+        let lost = tokio::time::timeout(LEASE * 2, keep).await;
+        assert!(lost.is_err(), "the claim was given up: {lost:?}");
+        assert!(calls.load(Ordering::SeqCst) >= 4);
     }
 
     #[tokio::test]
