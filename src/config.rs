@@ -126,6 +126,16 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_TOTAL_ATTEMPTS", Integer, Some("5")),
 ];
 
+/// Settings that only debug builds (the test suite's) know: they reach code paths no
+/// deployment should, so a release build refuses them as unknown and stops start-up.
+///
+/// - `IIB_TEST_PANIC_ON`: a worker's task panics when the request's parameters (as JSON)
+///   contain this text, to test how a panicking task ends.
+#[cfg(debug_assertions)]
+const DEBUG_SETTINGS: &[Setting] = &[s("IIB_TEST_PANIC_ON", Text, None)];
+#[cfg(not(debug_assertions))]
+const DEBUG_SETTINGS: &[Setting] = &[];
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("unknown setting {0}; see the README for the settings iib reads")]
@@ -314,7 +324,7 @@ impl Config {
 }
 
 fn find(key: &str) -> Option<&'static Setting> {
-    SETTINGS.iter().find(|s| s.key == key)
+    SETTINGS.iter().chain(DEBUG_SETTINGS).find(|s| s.key == key)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod api;
 pub mod artifacts;
 pub mod background;
 pub mod bench;
+pub mod blocking;
 pub mod catalog;
 pub mod catalog_cli;
 pub mod command_bus;

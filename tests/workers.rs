@@ -1691,3 +1691,511 @@ async fn overwrite_from_index_pushes_with_each_requests_own_token() {
     let history = serde_json::to_string(&events(&server, id).await).unwrap();
     assert!(!history.contains("wr1te-s3cret"), "{history}");
 }
+
+/// Polls a request until it is no longer in progress, failing the test after `limit`.
+async fn finished_within(server: &Server, id: u64, limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["state"] != "in_progress" {
+            return body;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "request {id} still in progress after {limit:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the request's log file in `logs` (the API serves it only once the request
+/// ended) holds `text`.
+async fn log_shows(logs: &std::path::Path, id: u64, text: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(logs.join(format!("{id}.log"))).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the log of request {id} never showed {text:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_name_from_labels_copies_label_values_once_and_caps_the_name() {
+    let world = world(1).await;
+    let host = world.registry.host.clone();
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    // The image the bundle's CSV names, with labels that refer to themselves.
+    let operator = format!("{host}/labelled/operator:1");
+    let labels = BTreeMap::from([
+        ("name".to_string(), "{name}".to_string()),
+        ("grow".to_string(), "x{grow}".to_string()),
+        ("long".to_string(), "a".repeat(300)),
+        ("component".to_string(), "team/renamed".to_string()),
+    ]);
+    let files = BTreeMap::from([("bin/operator".to_string(), b"#!/bin/sh\n".to_vec())]);
+    let operator_ref: Reference = operator.parse().unwrap();
+    let entry = client
+        .push_layer_image(
+            &operator_ref,
+            "amd64",
+            &iib::registry::build::layer(&files),
+            &labels,
+            "operator",
+        )
+        .await
+        .unwrap();
+    client
+        .push_index(&operator_ref, "1", vec![entry], None)
+        .await
+        .unwrap();
+    let package = community_packages()
+        .into_iter()
+        .find(|p| p.name == "kube-green")
+        .unwrap();
+    let local = [
+        ("docker.io/kubegreen/kube-green:0.7.1", operator.as_str()),
+        (
+            "gcr.io/kubebuilder/kube-rbac-proxy:v0.5.0",
+            operator.as_str(),
+        ),
+        ("kubegreen/kube-green:0.3.0", operator.as_str()),
+    ];
+    let dir = rewritten_bundle(&package.bundles[9].1, &local, None);
+    let bundle = format!("{host}/kube-green-bundle:labelled");
+    push_bundle(&client, &bundle.parse().unwrap(), dir.path()).await;
+    let template =
+        |template: &str| json!([{"type": "image_name_from_labels", "template": template}]);
+    let customizations = json!({
+        "self": template("{name}"),
+        "growing": template("x{grow}"),
+        "long": template("{long}"),
+        "renamed": template("{component}"),
+    })
+    .to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_ORGANIZATION_CUSTOMIZATIONS", customizations.as_str())],
+    )
+    .await;
+    let regenerate =
+        |organization: &str| json!({"from_bundle_image": bundle, "organization": organization});
+    // Each ends, and soon: a value naming itself is copied as it is, not substituted again.
+    for (organization, expected) in [
+        ("self", format!("{host}/{{name}}:1")),
+        ("growing", format!("{host}/xx{{grow}}:1")),
+    ] {
+        let id = post(
+            &server,
+            "/api/v1/builds/regenerate-bundle",
+            regenerate(organization),
+        )
+        .await["id"]
+            .as_u64()
+            .unwrap();
+        let done = finished_within(&server, id, Duration::from_secs(30)).await;
+        assert_eq!(done["state"], "failed", "{done}");
+        let reason = done["state_reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("makes the pull spec {expected} out of {operator}")),
+            "{reason}"
+        );
+    }
+    let id = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        regenerate("long"),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let done = finished_within(&server, id, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["state_reason"]
+            .as_str()
+            .unwrap()
+            .contains("is longer than 255 characters"),
+        "{done}"
+    );
+    // An ordinary template still renames the image.
+    let id = post(
+        &server,
+        "/api/v1/builds/regenerate-bundle",
+        regenerate("renamed"),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let done = finished_within(&server, id, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_fails_its_request_and_its_serial_queue_goes_on() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    // 0.6.0's request panics (a hook only debug builds accept); 0.5.2's is ordinary.
+    let server = serve(
+        &world,
+        logs.path(),
+        &[
+            ("IIB_QUEUES", r#"{"default": {"concurrency": 1}}"#),
+            ("IIB_TEST_PANIC_ON", world.bundles[7].as_str()),
+        ],
+    )
+    .await;
+    let add = |bundle: &str| json!({"bundles": [bundle], "from_index": world.index, "binary_image": world.binary});
+    let panicking = post(&server, "/api/v1/builds/add", add(&world.bundles[7])).await["id"]
+        .as_u64()
+        .unwrap();
+    let ordinary = post(&server, "/api/v1/builds/add", add(&world.bundles[6])).await["id"]
+        .as_u64()
+        .unwrap();
+    let failed = finished_within(&server, panicking, Duration::from_secs(60)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["state_reason"],
+        format!("The worker failed unexpectedly: IIB_TEST_PANIC_ON matched request {panicking}")
+            .as_str()
+    );
+    // The next request of the serial queue runs.
+    let done = finished_within(&server, ordinary, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    // The panicking request's heartbeat stopped with it: no renewal after its end.
+    let history = events(&server, panicking).await;
+    let last = history
+        .iter()
+        .rev()
+        .find(|e| e["aggregate"] == format!("BuildRequest {panicking}").as_str())
+        .unwrap();
+    assert_eq!(last["event"], "RequestFailed", "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_its_claim_stops_before_its_lease_runs_out() {
+    let world = world(8).await;
+    // Every registry call goes through a gate that holds the manifests pushed for the request.
+    let gate = support::gate::GateProxy::start(
+        &world.registry.host,
+        reqwest::Method::PUT,
+        "/iib-build/manifests/",
+    )
+    .await;
+    let via = |spec: &str| spec.replacen(&world.registry.host, &gate.host, 1);
+    let logs = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings: BTreeMap<String, String> = [
+        ("IIB_QUEUE_ACTORS", "true"),
+        ("LOGIN_DISABLED", "true"),
+        ("IIB_REGISTRY", gate.host.as_str()),
+        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
+        ("IIB_WORKER_LEASE_SECONDS", "5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let id = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [via(&world.bundles[8])], "from_index": via(&world.index), "binary_image": via(&world.binary)}),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    // The worker is pushing the new index when the database starts refusing renewals.
+    let started = Instant::now();
+    while gate.held() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no push came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = support::db_faults::RefusedEvents::install(data.path(), &["ClaimRenewed"]).await;
+    let refused_at = Instant::now();
+    // It gives up the push before its 5 s lease runs out, and says why.
+    while gate.abandoned() == 0 {
+        assert!(
+            refused_at.elapsed() < Duration::from_secs(7),
+            "the worker kept pushing with a claim it could not renew"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    log_shows(
+        logs.path(),
+        id,
+        "stopped working on the request: its claim could not be renewed before its lease ran out",
+        Duration::from_secs(5),
+    )
+    .await;
+    let body: Value = reqwest::get(server.url(&format!("/api/v1/builds/{id}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["state"], "in_progress", "{body}");
+    // With the database back, the request is taken over once its lease expired, and ends.
+    refused.remove().await;
+    gate.open();
+    let done = finished_within(&server, id, Duration::from_secs(90)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_request_is_recorded_through_a_database_hiccup_without_running_it_again() {
+    let world = world(6).await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(&world, logs.path(), &[]).await;
+    let refused = support::db_faults::RefusedEvents::install(
+        &server.data,
+        &["RequestCompleted", "RequestFailed"],
+    )
+    .await;
+    let add = |bundle: &str| json!({"bundles": [bundle], "from_index": world.index, "binary_image": world.binary});
+    // 0.5.2 completes; 0.6.0 replaces a bundle the index lacks and fails.
+    let completing = post(&server, "/api/v1/builds/add", add(&world.bundles[6])).await["id"]
+        .as_u64()
+        .unwrap();
+    let failing = post(&server, "/api/v1/builds/add", add(&world.bundles[7])).await["id"]
+        .as_u64()
+        .unwrap();
+    let limit = Duration::from_secs(60);
+    log_shows(logs.path(), completing, "recording the end failed", limit).await;
+    log_shows(logs.path(), failing, "recording the failure failed", limit).await;
+    refused.remove().await;
+    let back = Instant::now();
+    let done = finished_within(&server, completing, Duration::from_secs(90)).await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let failed = finished_within(&server, failing, Duration::from_secs(90)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["state_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to add the bundles to the index image"),
+        "{failed}"
+    );
+    // Recorded by the run that did the work, not by a second run after the lease expired.
+    assert!(
+        back.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        back.elapsed()
+    );
+    for id in [completing, failing] {
+        let history = events(&server, id).await;
+        let claims = history
+            .iter()
+            .filter(|e| e["event"] == "RequestClaimed")
+            .count();
+        let starts = history
+            .iter()
+            .filter(|e| {
+                e["event"] == "ProgressRecorded"
+                    && e["payload"]["ProgressRecorded"]["state_reason"] == "Resolving the bundles"
+            })
+            .count();
+        assert_eq!((claims, starts), (1, 1), "{history:?}");
+    }
+}
+
+/// A registry whose token service lets `writer` push, an index there holding the first 3
+/// kube-green bundles, and a Docker config giving the service the writer's credentials.
+struct PrivateIndex {
+    _issuer: support::token_issuer::TokenIssuer,
+    _registry: Registry,
+    index: String,
+    config: tempfile::NamedTempFile,
+}
+
+async fn private_index(world: &World) -> PrivateIndex {
+    use base64::Engine as _;
+    use iib::registry::auth::{CredentialStore, Credentials};
+    let issuer =
+        support::token_issuer::TokenIssuer::start_with_users(&[("writer", "wr1te-s3cret", None)])
+            .await;
+    let registry = Registry::start_with_auth_config(&issuer.registry_auth_config()).await;
+    let mut credentials = CredentialStore::default();
+    credentials.insert(
+        &registry.host,
+        Credentials::from_user_colon_secret("writer:wr1te-s3cret").unwrap(),
+    );
+    let writer = RegistryClient::new(ClientOptions {
+        credentials,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let index = format!("{}/team/index:v4.18", registry.host);
+    writer
+        .copy(&world.index.parse().unwrap(), &index.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("writer:wr1te-s3cret");
+    std::fs::write(
+        config.path(),
+        json!({"auths": {registry.host.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    PrivateIndex {
+        _issuer: issuer,
+        _registry: registry,
+        index,
+        config,
+    }
+}
+
+fn bundles_in(index: &str) -> usize {
+    let configs = unpacked_configs_with(index, "amd64", "writer:wr1te-s3cret");
+    bundle_names(&configs["kube-green/catalog.json"]).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_token_that_cannot_serve_fails_the_request_instead_of_using_the_services_credentials(
+) {
+    let world = world(3).await;
+    let private = private_index(&world).await;
+    let add = |bundle: &str, token: Option<&str>| {
+        let mut body = json!({
+            "bundles": [bundle],
+            "from_index": private.index,
+            "binary_image": world.binary,
+            "overwrite_from_index": true,
+        });
+        if let Some(token) = token {
+            body["overwrite_from_index_token"] = json!(token);
+        }
+        body
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let config = private.config.path().to_str().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_DOCKER_CONFIG_TEMPLATE", config)],
+    )
+    .await;
+    // A token that is not "username:token" fails the request; the service's own push
+    // credentials for that registry do not stand in for it.
+    let malformed = post(
+        &server,
+        "/api/v1/builds/add",
+        add(&world.bundles[3], Some("only-a-token")),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let failed = finished(&server, malformed).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["state_reason"],
+        "The overwrite_from_index_token is not in the format \"username:token\"; resubmit the request with a token of that form"
+    );
+    assert_eq!(bundles_in(&private.index), 3);
+    // Without a token (allowed when login is off, as for IIB's privileged users) the service's
+    // credentials serve, as before.
+    let (_, done) = completed(&server, "/api/v1/builds/add", add(&world.bundles[3], None)).await;
+    assert_eq!(done["index_image"], private.index.as_str());
+    assert_eq!(bundles_in(&private.index), 4);
+    drop(server);
+
+    // A token that expired before its request ran: submitted while no worker runs.
+    let data = tempfile::tempdir().unwrap();
+    let mut settings: BTreeMap<String, String> = [
+        ("IIB_QUEUE_ACTORS", "false"),
+        ("LOGIN_DISABLED", "true"),
+        ("IIB_REGISTRY", world.registry.host.as_str()),
+        ("IIB_REQUEST_LOGS_DIR", logs.path().to_str().unwrap()),
+        ("IIB_DOCKER_CONFIG_TEMPLATE", config),
+        ("IIB_SECRET_LIFETIME_SECONDS", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut idle = Server::start_in(data.path(), &settings, false).await;
+    let expiring = post(
+        &idle,
+        "/api/v1/builds/add",
+        add(&world.bundles[4], Some("writer:wr1te-s3cret")),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(idle.terminate().success());
+    settings.insert("IIB_QUEUE_ACTORS".into(), "true".into());
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let failed = finished(&server, expiring).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(
+        failed["state_reason"],
+        "The overwrite_from_index_token expired before the request ran (secrets are kept IIB_SECRET_LIFETIME_SECONDS); resubmit the request with it"
+    );
+    assert_eq!(bundles_in(&private.index), 4);
+}
+
+/// When `event` was recorded in a request's history.
+fn recorded_at(history: &[Value], event: &str) -> chrono::DateTime<chrono::Utc> {
+    let at = history
+        .iter()
+        .find(|e| e["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} in {history:?}"))["recorded_at"]
+        .as_str()
+        .unwrap();
+    at.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_limit_fires_while_the_worker_reads_a_large_catalog() {
+    let world = world(0).await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let index = format!("{}/big-index:v4.18", world.registry.host);
+    support::big_catalog::push_filler_index(
+        &client,
+        &world.binary.parse().unwrap(),
+        &index.parse().unwrap(),
+        &["amd64", "arm64"],
+        250_000,
+    )
+    .await;
+    let logs = tempfile::tempdir().unwrap();
+    let server = serve(
+        &world,
+        logs.path(),
+        &[("IIB_QUEUES", r#"{"default": {"time_limit_seconds": 1}}"#)],
+    )
+    .await;
+    let id = post(
+        &server,
+        "/api/v1/builds/add",
+        json!({"bundles": [world.bundles[0]], "from_index": index, "binary_image": world.binary}),
+    )
+    .await["id"]
+        .as_u64()
+        .unwrap();
+    let done = finished_within(&server, id, Duration::from_secs(120)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(
+        done["state_reason"],
+        "The request exceeded the time limit of 1 seconds of the default queue"
+    );
+    // Reading the catalog takes seconds (about 4 s in a debug build); it runs off the async
+    // runtime, so the limit fires on time instead of when the reading is done.
+    let history = events(&server, id).await;
+    let ran = recorded_at(&history, "RequestFailed") - recorded_at(&history, "RequestClaimed");
+    assert!(
+        ran < chrono::Duration::milliseconds(2000),
+        "the time limit fired {ran} after the claim"
+    );
+}

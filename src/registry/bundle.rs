@@ -93,17 +93,19 @@ impl RegistryClient {
                     .map_err(InspectError::from)?,
             ));
         }
-        let layers: Vec<(&str, &[u8])> = blobs
-            .iter()
-            .map(|(m, b)| (m.as_str(), b.as_ref()))
-            .collect();
-        let tree =
-            extract(&layers, &["manifests", "metadata"], BUNDLE_LIMITS).map_err(|source| {
-                BundleImageError::Unpack {
-                    image: reference.to_string(),
-                    source,
-                }
-            })?;
+        // Decompressing and unpacking is CPU-bound: off the async runtime.
+        let tree = crate::blocking::run(move || {
+            let layers: Vec<(&str, &[u8])> = blobs
+                .iter()
+                .map(|(m, b)| (m.as_str(), b.as_ref()))
+                .collect();
+            extract(&layers, &["manifests", "metadata"], BUNDLE_LIMITS)
+        })
+        .await
+        .map_err(|source| BundleImageError::Unpack {
+            image: reference.to_string(),
+            source,
+        })?;
         let files = tree
             .nodes
             .into_iter()

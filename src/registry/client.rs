@@ -366,6 +366,8 @@ impl RegistryClient {
             body,
             actions: scope_actions,
         } = call;
+        // A request's own credentials replace the service's for this call, never the other way
+        // round: when they are refused, the call fails; the service's are not tried instead.
         let credentials =
             override_credentials.or_else(|| self.options.credentials.get(&reference.registry));
         let scope = format!("repository:{}:{scope_actions}", reference.repository);

@@ -183,10 +183,18 @@ impl RegistryClient {
             let blob = self
                 .blob_sized(reference, &layer.digest, layer.size)
                 .await?;
-            if extractor.read(index, &layer.media_type, &blob)? {
+            // Decompressing and reading a layer is CPU-bound: off the async runtime.
+            let media_type = layer.media_type.clone();
+            let (back, hides_below) = crate::blocking::run(move || {
+                let hides_below = extractor.read(index, &media_type, &blob);
+                (extractor, hides_below)
+            })
+            .await;
+            extractor = back;
+            if hides_below? {
                 break;
             }
         }
-        Ok(extractor.finish()?)
+        Ok(crate::blocking::run(move || extractor.finish()).await?)
     }
 }

@@ -101,7 +101,9 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
                 _ => None,
             })
             .collect();
-        CatalogFiles::from_files(files).map_err(|e| fail(e.to_string()))?
+        crate::blocking::run(move || CatalogFiles::from_files(files))
+            .await
+            .map_err(|e| fail(e.to_string()))?
     } else if let Some(database) = labels.get(DATABASE_LABEL) {
         let path = database.trim_start_matches('/').to_string();
         let tree = ctx
@@ -112,13 +114,24 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
         let bytes = tree
             .file(&path)
             .ok_or_else(|| fail(format!("it has no {database}")))?;
-        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-        let file = dir.path().join("index.db");
-        std::fs::write(&file, bytes).map_err(|e| fail(e.to_string()))?;
-        let catalog = crate::catalog::sqlite_index::migrate(&file, ObjectsAs::CsvMetadata)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        CatalogFiles::written(&catalog).map_err(|e| fail(e.to_string()))?
+        let bytes = bytes.to_vec();
+        // The migration (a SQLite read and the conversion) and the writing are CPU-bound:
+        // the whole of it runs on the blocking pool, driving the migration's futures there.
+        let runtime = tokio::runtime::Handle::current();
+        crate::blocking::run(move || -> Result<CatalogFiles, String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let file = dir.path().join("index.db");
+            std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+            let catalog = runtime
+                .block_on(crate::catalog::sqlite_index::migrate(
+                    &file,
+                    ObjectsAs::CsvMetadata,
+                ))
+                .map_err(|e| e.to_string())?;
+            CatalogFiles::written(&catalog).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(fail)?
     } else {
         return Err(fail(format!(
             "it has neither the {CONFIGS_LABEL} label of a file-based catalog nor the {DATABASE_LABEL} label of a SQLite index"
@@ -213,8 +226,12 @@ fn index_changes(
     }
 }
 
-/// `files` (relative to the configs dir) as entries of a layer.
-fn configs_layer(files: &BTreeMap<String, Vec<u8>>, opaque: bool) -> crate::registry::build::Layer {
+/// `files` (relative to the configs dir) as entries of a layer, tarred and gzipped off the
+/// async runtime.
+async fn configs_layer(
+    files: &BTreeMap<String, Vec<u8>>,
+    opaque: bool,
+) -> crate::registry::build::Layer {
     let mut entries: BTreeMap<String, Vec<u8>> = files
         .iter()
         .map(|(path, bytes)| {
@@ -228,7 +245,7 @@ fn configs_layer(files: &BTreeMap<String, Vec<u8>>, opaque: bool) -> crate::regi
         // An opaque whiteout: nothing the binary image may hold under /configs shows through.
         entries.insert("configs/.wh..wh..opq".into(), Vec::new());
     }
-    layer(&entries)
+    crate::blocking::run(move || layer(&entries)).await
 }
 
 /// The new index image: the binary image for each arch with the catalog `files` in
@@ -245,7 +262,7 @@ pub async fn build_and_push(
         .push_target(ctx.id)
         .map_err(TaskError::Failed)?;
     let target = parse(&target_spec)?;
-    let catalog_layer = configs_layer(files, true);
+    let catalog_layer = configs_layer(files, true).await;
     let changes = index_changes(ctx, labels, "the index catalog");
     if binary_image == "scratch" {
         return push_binaryless(ctx, &target, &target_spec, catalog_layer, &changes).await;
@@ -284,7 +301,7 @@ pub async fn build_on_previous(
         .push_target(ctx.id)
         .map_err(TaskError::Failed)?;
     let target = parse(&target_spec)?;
-    let delta = configs_layer(entries, false);
+    let delta = configs_layer(entries, false).await;
     let changes = index_changes(ctx, labels, "the catalog changes");
     let arches: Vec<String> = arches.iter().cloned().collect();
     let built = ctx

@@ -112,7 +112,11 @@ impl Handler<Claimed> for QueueActor {
             let queue = self.queue.clone();
             let me = ctx.address();
             self.runtime.spawn(async move {
-                runner.run(id, queue).await;
+                // The run is a task of its own, so this actor hears of its end even if it
+                // panicked (the runner fails the request then): the slot never leaks.
+                if let Err(e) = tokio::spawn(runner.run(id, queue)).await {
+                    tracing::error!(request_id = id, error = %e, "a request's run ended abnormally");
+                }
                 me.do_send(Finished(id));
             });
         }

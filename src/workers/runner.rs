@@ -1,6 +1,15 @@
 //! Running one request: claim it through its aggregate (two workers never both run it), keep
 //! the claim alive with a heartbeat, run its task with the queue's time limit, and complete or
 //! fail it. A request whose workers died `max_attempts` times fails instead of looping.
+//!
+//! Three things keep one request from ever being run twice at once or left half done:
+//! - **Fencing.** The task runs only while its claim is renewed: when the heartbeat learns the
+//!   claim went to someone else, or cannot renew it (the database away) before the lease would
+//!   run out, the task is stopped (its future dropped) before another worker may take over.
+//! - **Panics.** A task that panics fails its request with the panic's message; its heartbeat
+//!   stops and its queue slot is freed like any other end.
+//! - **The end is recorded.** A request's final event is retried through short database
+//!   outages, so a finished build is not run again because one write failed.
 
 use super::index_catalog::CatalogCache;
 use super::request_log::RequestLog;
@@ -14,8 +23,10 @@ use chrono::Utc;
 use iib_aggregates::params::{RequestParams, SecretKind};
 use iib_aggregates::{Actor, BuildFacts, BuildRequestCommand, RequestId, WorkerId};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// What every task gets: the request, its secrets, and the means to report and build.
 pub struct TaskContext {
@@ -26,6 +37,8 @@ pub struct TaskContext {
     /// Who submitted it.
     pub user: Option<String>,
     secrets: Vec<Secret>,
+    /// The kinds of secret the request was sent with (those missing from `secrets` expired).
+    secrets_given: Vec<SecretKind>,
     pub bus: CommandBus,
     pub client: RegistryClient,
     /// What `client` was made from (a request's own credentials make a client of their own).
@@ -46,22 +59,34 @@ impl TaskContext {
         CommandContext::worker(self.worker.clone())
     }
 
+    /// Runs a command of the task's on its request. A conflict (another event of this request
+    /// was appended meanwhile, most often our own heartbeat's) is decided again on the new
+    /// version: the aggregate checks the claim afresh each time.
+    async fn execute(&self, command: BuildRequestCommand) -> Result<(), TaskError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .bus
+                .execute(self.request(), command.clone(), &self.context())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() && attempt < CONFLICT_RETRIES => continue,
+                Err(e) => return Err(lost_or_failed(e)),
+            }
+        }
+    }
+
     /// A new `state_reason` (IIB's `set_request_state(..., 'in_progress', reason)`).
     pub async fn progress(&self, reason: impl Into<String>) -> Result<(), TaskError> {
         let reason = reason.into();
         self.log.info(&reason);
-        self.bus
-            .execute(
-                self.request(),
-                BuildRequestCommand::RecordProgress {
-                    actor: Actor::Worker(self.worker.clone()),
-                    state_reason: reason,
-                },
-                &self.context(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(lost_or_failed)
+        self.execute(BuildRequestCommand::RecordProgress {
+            actor: Actor::Worker(self.worker.clone()),
+            state_reason: reason,
+        })
+        .await
     }
 
     /// Facts learned while building (IIB's PATCHed keys; those the type does not record are
@@ -71,28 +96,34 @@ impl TaskContext {
         if facts.is_empty() {
             return Ok(());
         }
-        self.bus
-            .execute(
-                self.request(),
-                BuildRequestCommand::RecordFacts {
-                    actor: Actor::Worker(self.worker.clone()),
-                    facts,
-                },
-                &self.context(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(lost_or_failed)
+        self.execute(BuildRequestCommand::RecordFacts {
+            actor: Actor::Worker(self.worker.clone()),
+            facts,
+        })
+        .await
     }
 
-    /// A secret the request was sent with.
-    pub fn secret(&self, kind: SecretKind) -> Option<&str> {
-        self.secrets
+    /// A secret the request was sent with: `None` when it was sent without one; an error when
+    /// it was sent with one that expired before the request ran (going on without it would
+    /// use the service's own credentials where the user gave theirs).
+    pub fn secret(&self, kind: SecretKind) -> Result<Option<&str>, TaskError> {
+        let value = self
+            .secrets
             .iter()
             .find(|s| s.kind == kind)
-            .map(|s| s.value.as_str())
+            .map(|s| s.value.as_str());
+        if value.is_none() && self.secrets_given.contains(&kind) {
+            return Err(TaskError::Failed(format!(
+                "The {} expired before the request ran (secrets are kept IIB_SECRET_LIFETIME_SECONDS); resubmit the request with it",
+                kind.parameter()
+            )));
+        }
+        Ok(value)
     }
 }
+
+/// How many times a worker's command is decided again after losing a race on its request.
+const CONFLICT_RETRIES: usize = 5;
 
 /// A command the aggregate refused means the request cannot go on (it fails with why); a store
 /// or claim problem means this worker lost it (someone else resumes it).
@@ -120,7 +151,132 @@ pub struct Runner {
     pub worker: WorkerId,
     pub shutdown: Shutdown,
     /// Requests running now in this process.
-    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a running request in `Runner::in_flight` until dropped, however the run ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A spawned task aborted when this is dropped: a heartbeat must not outlive the run it keeps
+/// alive, even when that run unwinds from a panic.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text of a panic's payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// How a request's run ends, as recorded.
+enum End {
+    Complete(String),
+    Fail(String),
+}
+
+/// Why the heartbeat gave up the claim.
+#[derive(Debug, Clone, PartialEq)]
+enum ClaimLost {
+    /// The aggregate refused the renewal: another worker holds the request, or it ended.
+    Refused(String),
+    /// The database did not take a renewal before the lease would run out.
+    Unrenewed(String),
+}
+
+impl std::fmt::Display for ClaimLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(e) => write!(f, "its claim was lost ({e})"),
+            Self::Unrenewed(e) => write!(
+                f,
+                "its claim could not be renewed before its lease ran out ({e})"
+            ),
+        }
+    }
+}
+
+/// The heartbeat's timing, from the lease: renew every third of it; retry a failed renewal
+/// until `margin` before the lease ends, and stop the task then, so it has stopped before any
+/// other worker may take the request over.
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat {
+    lease: Duration,
+    every: Duration,
+    margin: Duration,
+}
+
+impl Heartbeat {
+    fn new(lease: Duration) -> Self {
+        Self {
+            lease,
+            every: lease / 3,
+            margin: lease / 6,
+        }
+    }
+
+    /// Keeps renewing through `renew` (which returns `Ok` when renewed, `Err((refused, why))`
+    /// otherwise) while the lease holds; returns why it stopped. `lease_until` is when the
+    /// current lease ends, by this process's clock.
+    async fn keep<F, Fut>(self, mut lease_until: Instant, mut renew: F) -> ClaimLost
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), (bool, String)>>,
+    {
+        let mut renewed_at = Instant::now();
+        loop {
+            // A third of the lease after the last renewal; sooner when the lease we started
+            // from had less left (the request took a while to start), so there is time to retry.
+            let latest = lease_until
+                .checked_sub(self.margin + self.every / 2)
+                .unwrap_or(renewed_at);
+            tokio::time::sleep_until((renewed_at + self.every).min(latest)).await;
+            let give_up_at = lease_until - self.margin;
+            let mut pause = (self.every / 8).min(Duration::from_millis(100));
+            loop {
+                let sent = Instant::now();
+                match tokio::time::timeout_at(give_up_at, renew()).await {
+                    Ok(Ok(())) => {
+                        renewed_at = sent;
+                        lease_until = sent + self.lease;
+                        break;
+                    }
+                    Ok(Err((true, why))) => return ClaimLost::Refused(why),
+                    Ok(Err((false, why))) => {
+                        if Instant::now() + pause >= give_up_at {
+                            return ClaimLost::Unrenewed(why);
+                        }
+                        tracing::warn!(error = %why, "renewing the claim failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(self.every / 2);
+                    }
+                    Err(_) => {
+                        return ClaimLost::Unrenewed("the database did not answer in time".into())
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Runner {
@@ -224,15 +380,11 @@ impl Runner {
             .await
     }
 
-    /// Runs a claimed request to its end (or hands it back at shutdown).
+    /// Runs a claimed request to its end (or hands it back at shutdown). The run is a task of
+    /// its own, so that a panic anywhere in it ends here: the request fails with the panic's
+    /// message (its heartbeat stopped while unwinding) instead of staying claimed forever.
     pub async fn run(self: Arc<Self>, id: u64, queue: Queue) {
-        use std::sync::atomic::Ordering;
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.run_claimed(id, queue).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    async fn run_claimed(self: &Arc<Self>, id: u64, queue: Queue) {
+        let _in_flight = InFlight::enter(&self.in_flight);
         let log = match RequestLog::open(self.settings.request_logs_dir.as_deref(), id) {
             Ok(log) => log,
             Err(e) => {
@@ -240,8 +392,25 @@ impl Runner {
                 RequestLog::open(None, id).expect("no file to open")
             }
         };
+        let run = tokio::spawn(self.clone().run_claimed(id, queue, log.clone())).await;
+        let Err(e) = run else { return };
+        let reason = if e.is_panic() {
+            format!(
+                "The worker failed unexpectedly: {}",
+                panic_message(e.into_panic().as_ref())
+            )
+        } else {
+            format!("The worker failed unexpectedly: {e}")
+        };
+        tracing::error!(request_id = id, "{reason}");
+        log.error(&reason);
+        self.record_end(id, End::Fail(reason), &log).await;
+        self.upload_log(id, &log).await;
+    }
+
+    async fn run_claimed(self: Arc<Self>, id: u64, queue: Queue, log: RequestLog) {
         match self.prepare(id, &log).await {
-            Ok(Some(context)) => self.execute(context, queue).await,
+            Ok(Some((context, lease_until))) => self.execute(context, queue, lease_until).await,
             Ok(None) => {}
             Err(e) => {
                 log.error(format!("cannot start the request: {e}"));
@@ -251,11 +420,26 @@ impl Runner {
         }
     }
 
-    /// Loads what the task needs; fails the request when its workers died too often.
-    async fn prepare(&self, id: u64, log: &RequestLog) -> Result<Option<TaskContext>, String> {
+    /// Loads what the task needs, and when the claim's lease ends (by this process's clock);
+    /// fails the request when its workers died too often.
+    async fn prepare(
+        &self,
+        id: u64,
+        log: &RequestLog,
+    ) -> Result<Option<(TaskContext, Instant)>, String> {
         let request = RequestId::new(id).ok_or("request ids are positive")?;
         let aggregate = self.bus.request(request).await.map_err(|e| e.to_string())?;
         let (attempt, abandoned) = (aggregate.attempts(), aggregate.abandoned());
+        let secrets_given = aggregate.secrets_given().to_vec();
+        let lease_until = match aggregate.claim() {
+            Some(claim) if claim.worker == self.worker => {
+                let left = (claim.lease_until - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO);
+                Instant::now() + left
+            }
+            _ => return Err("this worker does not hold the request's claim".into()),
+        };
         // Hand-backs at shutdown do not count: only workers that died holding the request.
         if abandoned >= self.settings.max_attempts {
             let reason = format!(
@@ -289,12 +473,13 @@ impl Runner {
             .secrets(id, Utc::now())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Some(TaskContext {
+        let context = TaskContext {
             id,
             params: record.params.clone(),
             queue: record.queue.clone(),
             user: record.user.clone(),
             secrets,
+            secrets_given,
             bus: self.bus.clone(),
             client: self.client.clone(),
             client_options: self.client_options.clone(),
@@ -302,37 +487,25 @@ impl Runner {
             catalogs: self.catalogs.clone(),
             log: log.clone(),
             worker: self.worker.clone(),
-        }))
+        };
+        Ok(Some((context, lease_until)))
     }
 
-    async fn execute(self: &Arc<Self>, context: TaskContext, queue: Queue) {
+    async fn execute(self: &Arc<Self>, context: TaskContext, queue: Queue, lease_until: Instant) {
         let id = context.id;
         let log = context.log.clone();
-        // The heartbeat: renew the lease at a third of its length while the task runs.
+        // The heartbeat, on a task of its own so that a busy task cannot starve it; it says
+        // when the claim is lost, and is stopped when this run ends however it ends.
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<ClaimLost>();
         let heartbeat = {
             let runner = self.clone();
-            tokio::spawn(async move {
-                let every = runner.settings.lease / 3;
-                loop {
-                    tokio::time::sleep(every).await;
-                    let now = Utc::now();
-                    let lease = chrono::Duration::from_std(runner.settings.lease)
-                        .unwrap_or(chrono::Duration::seconds(60));
-                    let renewed = runner
-                        .command(
-                            id,
-                            BuildRequestCommand::RenewClaim {
-                                worker: runner.worker.clone(),
-                                now,
-                                lease_until: now + lease,
-                            },
-                        )
-                        .await;
-                    if let Err(e) = renewed {
-                        tracing::warn!(request_id = id, error = %e, "renewing the claim failed");
-                    }
-                }
-            })
+            AbortOnDrop(tokio::spawn(async move {
+                let renew = || runner.renew(id);
+                let lost = Heartbeat::new(runner.settings.lease)
+                    .keep(lease_until, renew)
+                    .await;
+                let _ = lost_tx.send(lost);
+            }))
         };
         let limit = queue.settings.time_limit_seconds.map(Duration::from_secs);
         let task = tasks::run(&context);
@@ -349,40 +522,23 @@ impl Runner {
                     None => task.await,
                 }
             } => Some(outcome),
+            Ok(lost) = lost_rx => {
+                // The task's future is dropped here: it stops before another worker may start.
+                tracing::error!(request_id = id, worker = %self.worker, "stopped the task: {lost}");
+                Some(Err(TaskError::Lost(format!(
+                    "{lost}; the task was stopped so that no other worker runs the request at the same time"
+                ))))
+            },
             _ = self.shutdown.wait() => None,
         };
-        heartbeat.abort();
-        let actor = Actor::Worker(self.worker.clone());
         match outcome {
             Some(Ok(reason)) => {
                 log.info(&reason);
-                if let Err(e) = self
-                    .command(
-                        id,
-                        BuildRequestCommand::Complete {
-                            actor,
-                            state_reason: reason,
-                        },
-                    )
-                    .await
-                {
-                    log.error(format!("recording the end failed: {e}"));
-                }
+                self.record_end(id, End::Complete(reason), &log).await;
             }
             Some(Err(TaskError::Failed(reason))) => {
                 log.error(&reason);
-                if let Err(e) = self
-                    .command(
-                        id,
-                        BuildRequestCommand::Fail {
-                            actor,
-                            state_reason: reason,
-                        },
-                    )
-                    .await
-                {
-                    log.error(format!("recording the failure failed: {e}"));
-                }
+                self.record_end(id, End::Fail(reason), &log).await;
             }
             Some(Err(TaskError::Lost(reason))) => {
                 // The claim or the store went away: whoever holds the request now finishes it.
@@ -394,7 +550,13 @@ impl Runner {
                     .await;
             }
         }
-        // IIB uploads the request's log to S3 at the end of every run.
+        // Renewed until the end is recorded, so nobody takes a finished build over meanwhile.
+        drop(heartbeat);
+        self.upload_log(id, &log).await;
+    }
+
+    /// IIB uploads the request's log to S3 at the end of every run.
+    async fn upload_log(&self, id: u64, log: &RequestLog) {
         if let (Some(bucket), Some(path)) = (&self.settings.s3, log.path()) {
             match tokio::fs::read(path).await {
                 Ok(bytes) => {
@@ -407,6 +569,69 @@ impl Runner {
                 }
                 Err(e) => {
                     tracing::warn!(request_id = id, error = %e, "cannot read the request's log")
+                }
+            }
+        }
+    }
+
+    /// Renews the claim once: `Err((true, _))` when the aggregate refused (the claim is lost),
+    /// `Err((false, _))` when the database failed (worth another try).
+    async fn renew(&self, id: u64) -> Result<(), (bool, String)> {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.settings.lease)
+            .unwrap_or(chrono::Duration::seconds(60));
+        let command = BuildRequestCommand::RenewClaim {
+            worker: self.worker.clone(),
+            now,
+            lease_until: now + lease,
+        };
+        match self.command(id, command).await {
+            Ok(_) => Ok(()),
+            Err(CommandError::Store(e)) => Err((false, e.to_string())),
+            Err(e) => Err((true, e.to_string())),
+        }
+    }
+
+    /// Records how the request ended. Database errors are retried with backoff for up to a
+    /// lease's length: the work is done, and a write that failed once must not make another
+    /// worker run it all again. A refusal by the aggregate (another worker holds the request
+    /// now, or it ended already) is final.
+    async fn record_end(&self, id: u64, end: End, log: &RequestLog) {
+        let actor = Actor::Worker(self.worker.clone());
+        let (command, what) = match end {
+            End::Complete(state_reason) => (
+                BuildRequestCommand::Complete {
+                    actor,
+                    state_reason,
+                },
+                "the end",
+            ),
+            End::Fail(state_reason) => (
+                BuildRequestCommand::Fail {
+                    actor,
+                    state_reason,
+                },
+                "the failure",
+            ),
+        };
+        let give_up_at = Instant::now() + self.settings.lease;
+        let mut pause = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.command(id, command.clone()).await {
+                Ok(_) => return,
+                Err(CommandError::Store(e)) if Instant::now() + pause < give_up_at => {
+                    log.warn(format!(
+                        "recording {what} failed (attempt {attempt}): {e}; retrying in {} ms",
+                        pause.as_millis()
+                    ));
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    log.error(format!("recording {what} failed: {e}"));
+                    return;
                 }
             }
         }
@@ -425,5 +650,109 @@ impl Runner {
         {
             tracing::warn!(request_id = id, error = %e, "handing the request back failed; its lease will expire");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    const LEASE: Duration = Duration::from_millis(600);
+
+    /// A heartbeat whose renewals answer as `answer(n)` says for the n-th one (from 1).
+    async fn heartbeat(
+        answer: impl Fn(u32) -> Result<(), (bool, String)>,
+        watch_for: Duration,
+    ) -> (Option<ClaimLost>, Duration, u32) {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let keep = Heartbeat::new(LEASE).keep(started + LEASE, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let answer = answer(n);
+            async move { answer }
+        });
+        let lost = tokio::select! {
+            lost = keep => Some(lost),
+            _ = tokio::time::sleep(watch_for) => None,
+        };
+        (lost, started.elapsed(), calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_renewed_claim_keeps_the_task_running() {
+        let (lost, _, renewals) = heartbeat(|_| Ok(()), LEASE * 3).await;
+        assert_eq!(lost, None);
+        assert!(renewals >= 6, "{renewals} renewals");
+    }
+
+    #[tokio::test]
+    async fn a_claim_taken_by_another_worker_stops_the_task_at_once() {
+        let (lost, elapsed, renewals) =
+            heartbeat(|_| Err((true, "claimed by w2".into())), LEASE * 3).await;
+        assert_eq!(lost, Some(ClaimLost::Refused("claimed by w2".into())));
+        assert_eq!(renewals, 1);
+        assert!(elapsed < LEASE / 2, "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_the_database_cannot_renew_stops_the_task_before_the_lease_ends() {
+        let (lost, elapsed, renewals) =
+            heartbeat(|_| Err((false, "database is locked".into())), LEASE * 3).await;
+        assert_eq!(
+            lost,
+            Some(ClaimLost::Unrenewed("database is locked".into()))
+        );
+        assert!(renewals > 1, "retried: {renewals}");
+        assert!(elapsed < LEASE, "stopped after {elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn a_renewal_that_hangs_stops_the_task_before_the_lease_ends() {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        let keep = Heartbeat::new(LEASE).keep(started + LEASE, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<(), (bool, String)>>()
+        });
+        let lost = tokio::time::timeout(LEASE * 3, keep).await.unwrap();
+        assert!(matches!(lost, ClaimLost::Unrenewed(_)), "{lost:?}");
+        assert!(started.elapsed() < LEASE, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_lease_with_little_left_is_renewed_early_enough_to_retry() {
+        let calls = AtomicU32::new(0);
+        let started = Instant::now();
+        // A third of the lease left when the task starts: it renews at once, and keeps on.
+        let keep = Heartbeat::new(LEASE).keep(started + LEASE / 3, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        });
+        let lost = tokio::time::timeout(LEASE * 2, keep).await;
+        assert!(lost.is_err(), "the claim was given up: {lost:?}");
+        assert!(calls.load(Ordering::SeqCst) >= 4);
+    }
+
+    #[tokio::test]
+    async fn a_database_hiccup_is_retried_within_the_lease() {
+        let (lost, _, renewals) = heartbeat(
+            |n| match n {
+                1 | 2 => Err((false, "database is locked".into())),
+                _ => Ok(()),
+            },
+            LEASE * 3,
+        )
+        .await;
+        assert_eq!(lost, None);
+        assert!(renewals >= 4, "{renewals} renewals");
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_either_payload() {
+        let text: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_message(text.as_ref()), "boom");
+        let owned: Box<dyn std::any::Any + Send> = Box::new(String::from("boom 2"));
+        assert_eq!(panic_message(owned.as_ref()), "boom 2");
     }
 }

@@ -80,6 +80,9 @@ pub struct WorkerSettings {
     pub related_image_registry_replacement: BTreeMap<String, BTreeMap<String, String>>,
     /// Where artifacts also go (`IIB_AWS_S3_BUCKET_NAME`).
     pub s3: Option<crate::artifacts::S3Bucket>,
+    /// Tests only (`IIB_TEST_PANIC_ON`, known to debug builds alone): a task panics when its
+    /// request's parameters contain this text.
+    pub panic_on: Option<String>,
 }
 
 /// A queue's settings: `IIB_QUEUES` names it, else a queue whose name says "serial" runs one
@@ -193,6 +196,7 @@ impl WorkerSettings {
                 "IIB_RELATED_IMAGE_REGISTRY_REPLACEMENT",
             )?,
             s3: crate::artifacts::S3Bucket::from_config(config)?,
+            panic_on: config.text("IIB_TEST_PANIC_ON").map(str::to_string),
         })
     }
 

@@ -3,8 +3,11 @@
 
 #![allow(dead_code)]
 
+pub mod big_catalog;
 pub mod bundles;
+pub mod db_faults;
 pub mod faults;
+pub mod gate;
 pub mod hostile_registry;
 pub mod kafka;
 pub mod registry;

@@ -37,6 +37,10 @@ pub struct BuildRequest {
     #[serde(default)]
     hand_backs: u32,
     facts: BuildFacts,
+    /// The kinds of secret the request was sent with: a worker that finds one missing knows it
+    /// expired, and fails rather than going on without it.
+    #[serde(default)]
+    secrets_given: Vec<SecretKind>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -96,6 +100,9 @@ impl BuildRequest {
     }
     pub fn facts(&self) -> &BuildFacts {
         &self.facts
+    }
+    pub fn secrets_given(&self) -> &[SecretKind] {
+        &self.secrets_given
     }
 
     /// The request exists and is not final.
@@ -335,9 +342,11 @@ impl Aggregate for BuildRequest {
                 batch_id,
                 params,
                 state_reason,
+                secrets_given,
                 ..
             } => {
                 self.id = Some(request_id);
+                self.secrets_given = secrets_given;
                 self.batch = Some(batch_id);
                 self.request_type = Some(params.request_type());
                 self.state = Some(RequestState::InProgress);

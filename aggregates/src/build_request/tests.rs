@@ -530,3 +530,13 @@ fn hand_backs_are_not_counted_as_abandoned_claims() {
     request.apply(claim("c", 3));
     assert_eq!(request.abandoned(), 1);
 }
+
+#[test]
+fn the_request_remembers_which_secrets_it_was_sent_with() {
+    let mut request = BuildRequest::default();
+    request.apply(submitted());
+    assert_eq!(
+        request.secrets_given(),
+        [SecretKind::OverwriteFromIndexToken]
+    );
+}

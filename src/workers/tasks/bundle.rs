@@ -127,9 +127,12 @@ impl Bundle {
     }
 }
 
-/// The client a request uses: with the credentials it was sent (`registry_auths`), if any.
+/// The client a request uses: with the credentials it was sent (`registry_auths`), if any,
+/// in place of the service's for the same registries (as IIB merges them into its Docker
+/// config). `registry_auths` that expired before the request ran fail it: the service's own
+/// credentials never stand in for the user's.
 fn request_client(ctx: &TaskContext) -> Result<RegistryClient, TaskError> {
-    match ctx.secret(SecretKind::RegistryAuths) {
+    match ctx.secret(SecretKind::RegistryAuths)? {
         None => Ok(ctx.client.clone()),
         Some(auths) => {
             let mut options = ctx.client_options.clone();
@@ -253,30 +256,24 @@ async fn adjust(
                 let mut replace = BTreeMap::new();
                 for image in bundle.pull_specs()? {
                     let image_labels = labels_of(client, &image).await?;
-                    let mut name = template.to_string();
-                    let mut missing = false;
-                    while let Some(start) = name.find('{') {
-                        let Some(end) = name[start..].find('}') else {
-                            break;
-                        };
-                        let key = name[start + 1..start + end].to_string();
-                        match image_labels.get(&key) {
-                            Some(value) => name.replace_range(start..start + end + 1, value),
-                            None => {
-                                missing = true;
-                                break;
-                            }
+                    let name = match fill_template(template, &image_labels) {
+                        Ok(name) => name,
+                        Err(TemplateError::MissingLabel) => {
+                            let available: Vec<&str> =
+                                image_labels.keys().map(String::as_str).collect();
+                            return Err(TaskError::Failed(format!(
+                                "Pull spec {} is missing one or more label(s) required in the image_name_from_labels {template}. Available labels: {}",
+                                image.to_str(),
+                                available.join(", ")
+                            )));
                         }
-                    }
-                    if missing {
-                        let available: Vec<&str> =
-                            image_labels.keys().map(String::as_str).collect();
-                        return Err(TaskError::Failed(format!(
-                            "Pull spec {} is missing one or more label(s) required in the image_name_from_labels {template}. Available labels: {}",
-                            image.to_str(),
-                            available.join(", ")
-                        )));
-                    }
+                        Err(TemplateError::TooLong) => {
+                            return Err(TaskError::Failed(format!(
+                                "The image name that the image_name_from_labels template {template} makes from the labels of {} is longer than {MAX_IMAGE_NAME} characters, the longest repository name a registry accepts; check the labels of that image",
+                                image.to_str()
+                            )));
+                        }
+                    };
                     let mut renamed = image.clone();
                     match name.split_once('/') {
                         Some((namespace, repo)) => {
@@ -287,6 +284,13 @@ async fn adjust(
                             renamed.namespace = None;
                             renamed.repo = name;
                         }
+                    }
+                    if let Err(e) = renamed.to_str().parse::<crate::registry::Reference>() {
+                        return Err(TaskError::Failed(format!(
+                            "The image_name_from_labels template {template} makes the pull spec {} out of {}: {e}; check the labels of {1}",
+                            renamed.to_str(),
+                            image.to_str()
+                        )));
                     }
                     replace.insert(image, renamed);
                 }
@@ -367,6 +371,55 @@ async fn adjust(
         }
     }
     Ok(labels)
+}
+
+/// The longest image name (`namespace/repo`) `image_name_from_labels` may make: a registry
+/// refuses longer repository names, and the cap bounds what labels can make us build.
+const MAX_IMAGE_NAME: usize = 255;
+
+#[derive(Debug, PartialEq, Eq)]
+enum TemplateError {
+    /// A `{label}` the image does not have.
+    MissingLabel,
+    /// The name would be longer than [`MAX_IMAGE_NAME`].
+    TooLong,
+}
+
+/// Fills the `{label}` fields of an `image_name_from_labels` template with `labels` in one
+/// pass from left to right, as Python's `str.format` does for IIB: a label's value is copied,
+/// never scanned again, so a value holding `{name}` stays as it is (scanning values again made
+/// a value `{name}` loop forever and `x{name}` grow without end). `{{` and `}}` are literal
+/// braces; a brace with no partner is kept as it is.
+fn fill_template(
+    template: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<String, TemplateError> {
+    let mut name = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '}']) {
+        name.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let field = tail.strip_prefix('{').and_then(|t| t.split_once('}'));
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            name.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let Some((key, after)) = field {
+            let value = labels.get(key).ok_or(TemplateError::MissingLabel)?;
+            name.push_str(value);
+            rest = after;
+        } else {
+            name.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+        if name.len() > MAX_IMAGE_NAME {
+            return Err(TemplateError::TooLong);
+        }
+    }
+    name.push_str(rest);
+    if name.len() > MAX_IMAGE_NAME {
+        return Err(TemplateError::TooLong);
+    }
+    Ok(name)
 }
 
 async fn resolve_with(client: &RegistryClient, pull_spec: &str) -> Result<String, TaskError> {
@@ -500,7 +553,7 @@ pub async fn regenerate_bundle(
             &parse(&resolved)?,
             &target,
             &arch_list,
-            &[layer(&files)],
+            &[crate::blocking::run(move || layer(&files)).await],
             &changes,
             None,
         )
@@ -587,4 +640,54 @@ pub async fn recursive_related_bundles(
     )
     .await?;
     Ok("The request completed successfully".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_template_is_filled_in_one_pass_and_values_are_never_scanned_again() {
+        let l = labels(&[
+            ("name", "{name}"),
+            ("grow", "x{grow}"),
+            ("component", "rhel8/operator"),
+            ("version", "1.2"),
+        ]);
+        assert_eq!(fill_template("{name}", &l).unwrap(), "{name}");
+        assert_eq!(fill_template("{grow}", &l).unwrap(), "x{grow}");
+        assert_eq!(
+            fill_template("{component}-{version}", &l).unwrap(),
+            "rhel8/operator-1.2"
+        );
+        // Python's escapes, and braces without a partner kept.
+        assert_eq!(fill_template("a{{b}}c", &l).unwrap(), "a{b}c");
+        assert_eq!(fill_template("a}b{c", &l).unwrap(), "a}b{c");
+        assert_eq!(
+            fill_template("{missing}", &l),
+            Err(TemplateError::MissingLabel)
+        );
+    }
+
+    #[test]
+    fn a_name_longer_than_a_repository_name_may_be_is_refused() {
+        let long = "a".repeat(200);
+        let l = labels(&[("long", &long)]);
+        assert_eq!(
+            fill_template("{long}{long}", &l),
+            Err(TemplateError::TooLong)
+        );
+        assert_eq!(
+            fill_template(&"b".repeat(MAX_IMAGE_NAME + 1), &l),
+            Err(TemplateError::TooLong)
+        );
+        assert!(fill_template("{long}", &l).is_ok());
+    }
 }

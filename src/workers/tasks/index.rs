@@ -62,6 +62,34 @@ fn distribution_scope(resolved: &str, requested: Option<&str>) -> Result<String,
     Ok(requested.to_string())
 }
 
+/// The credentials to overwrite the request's index with (`RequestParams::overwritten_index`):
+/// its token (`overwrite_from_index_token`, or `overwrite_target_index_token` for
+/// merge-index-image) exactly as given, as IIB puts it in its Docker config. Without a token
+/// (privileged users may overwrite without one) the service's own credentials serve; a token
+/// that is not `username:token`, or expired before the request ran, fails the request, since
+/// going on would push with the service's credentials where the user meant theirs.
+fn overwrite_credentials(ctx: &TaskContext) -> Result<Option<Credentials>, TaskError> {
+    if ctx.params.overwritten_index().is_none() {
+        return Ok(None);
+    }
+    let kind = if ctx.params.request_type() == RequestType::MergeIndexImage {
+        SecretKind::OverwriteTargetIndexToken
+    } else {
+        SecretKind::OverwriteFromIndexToken
+    };
+    let Some(token) = ctx.secret(kind)? else {
+        return Ok(None);
+    };
+    Credentials::from_user_colon_secret(token)
+        .map(Some)
+        .ok_or_else(|| {
+            TaskError::Failed(format!(
+                "The {} is not in the format \"username:token\"; resubmit the request with a token of that form",
+                kind.parameter()
+            ))
+        })
+}
+
 /// IIB's `prepare_request_for_build`: resolve and read the index (`scope_index` gives the scope,
 /// delivery version and labels; every index in `indexes` adds its arches), choose the binary
 /// image, and work out the arches (the requested ones and the indexes', all of which the
@@ -74,6 +102,8 @@ async fn prepare(
     add_arches: &[String],
     requested_scope: Option<&str>,
 ) -> Result<Prepared, TaskError> {
+    // A token that cannot serve fails the request before anything is built.
+    overwrite_credentials(ctx)?;
     ctx.progress("Resolving the container images").await?;
     let (contents, from_index_resolved) = match from_index {
         Some(from_index) => {
@@ -222,27 +252,53 @@ fn unreadable(e: impl std::fmt::Display) -> TaskError {
     ))
 }
 
+/// Runs `work` on `catalog` off the async runtime (`crate::blocking`: parsing, validating,
+/// writing and the engine's changes are CPU-bound) and hands the catalog back.
+async fn on_catalog<T, F>(mut catalog: DeclarativeConfig, work: F) -> (DeclarativeConfig, T)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DeclarativeConfig) -> T + Send + 'static,
+{
+    crate::blocking::run(move || {
+        let out = work(&mut catalog);
+        (catalog, out)
+    })
+    .await
+}
+
+/// The whole catalog of `files`, parsed off the async runtime.
+async fn load_all(files: &Arc<CatalogFiles>) -> Result<DeclarativeConfig, TaskError> {
+    let files = files.clone();
+    crate::blocking::run(move || files.load_all())
+        .await
+        .map_err(unreadable)
+}
+
 impl Prepared {
     /// The whole catalog of the from_index (empty without one).
-    fn whole(&self) -> Result<Working, TaskError> {
+    async fn whole(&self) -> Result<Working, TaskError> {
         Ok(Working::new(match &self.contents {
-            Some(contents) => contents.catalog.load_all().map_err(unreadable)?,
+            Some(contents) => load_all(&contents.catalog).await?,
             None => DeclarativeConfig::default(),
         }))
     }
 
     /// The packages a task changes (and those sharing files with them), to change and write
     /// only them.
-    fn packages<'a>(
+    async fn packages<'a>(
         &self,
         packages: impl IntoIterator<Item = &'a str>,
     ) -> Result<Working, TaskError> {
         let Some(contents) = &self.contents else {
-            return self.whole();
+            return self.whole().await;
         };
         let selection = contents.catalog.select(packages);
+        let (files, selected) = (contents.catalog.clone(), selection.clone());
+        let catalog = crate::blocking::run(move || files.load(&selected))
+            .await
+            .map_err(unreadable)?;
         Ok(Working {
-            catalog: contents.catalog.load(&selection).map_err(unreadable)?,
+            catalog,
             selection: Some(selection),
         })
     }
@@ -257,8 +313,11 @@ async fn publish(
     prepared: &Prepared,
     working: Working,
 ) -> Result<index_image::Pushed, TaskError> {
-    let write = |catalog: &DeclarativeConfig| {
-        CatalogFiles::write(catalog)
+    // Writing is CPU-bound: off the async runtime, the catalog handed back.
+    let write = |catalog: DeclarativeConfig| async move {
+        let (catalog, written) = on_catalog(catalog, |c| CatalogFiles::write(c)).await;
+        written
+            .map(|written| (catalog, written))
             .map_err(|e| TaskError::Failed(format!("Failed to write the catalog: {e}")))
     };
     let remember = |pushed: &index_image::Pushed, files: CatalogFiles| {
@@ -267,7 +326,10 @@ async fn publish(
             ctx.catalogs.put(manifest.clone(), files.clone());
         }
     };
-    let Working { catalog, selection } = working;
+    let Working {
+        mut catalog,
+        selection,
+    } = working;
     if let (Some(selection), Some(contents), Some(from_index)) = (
         &selection,
         &prepared.contents,
@@ -278,7 +340,8 @@ async fn publish(
             .into_iter()
             .all(|p| selection.packages.contains(p));
         if contents.layered && only_selected && !contents.catalog.covers_all(selection) {
-            let written = write(&catalog)?;
+            let (written_catalog, written) = write(catalog).await?;
+            catalog = written_catalog;
             let entries = contents.catalog.delta(selection, &written);
             if let Some(pushed) = build_on_previous(
                 ctx,
@@ -307,13 +370,18 @@ async fn publish(
     // The whole catalog on the binary image.
     let catalog = match (&selection, &prepared.contents) {
         (Some(selection), Some(contents)) => {
-            let mut whole = contents.catalog.load_rest(selection).map_err(unreadable)?;
-            whole.merge(catalog);
-            whole
+            let (files, selection) = (contents.catalog.clone(), selection.clone());
+            crate::blocking::run(move || {
+                let mut whole = files.load_rest(&selection)?;
+                whole.merge(catalog);
+                Ok::<_, crate::catalog::load::LoadError>(whole)
+            })
+            .await
+            .map_err(unreadable)?
         }
         _ => catalog,
     };
-    let files = write(&catalog)?;
+    let (catalog, files) = write(catalog).await?;
     let pushed = build_and_push(
         ctx,
         &prepared.binary_image_resolved,
@@ -342,15 +410,12 @@ async fn finish(
         request_type,
         RequestType::CreateEmptyIndex | RequestType::MergeIndexImage
     );
-    let token = if request_type == RequestType::MergeIndexImage {
-        SecretKind::OverwriteTargetIndexToken
-    } else {
-        SecretKind::OverwriteFromIndexToken
-    };
-    let overwrite = ctx.params.overwritten_index().map(|index| (index, token));
-    validate(&working.catalog).map_err(|e| {
+    let overwrite = ctx.params.overwritten_index();
+    let (catalog, valid) = on_catalog(working.catalog, |c| validate(c)).await;
+    valid.map_err(|e| {
         TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
     })?;
+    let working = Working { catalog, ..working };
     if request_type != RequestType::MergeIndexImage {
         ctx.progress("Creating the manifest list").await?;
     }
@@ -372,10 +437,8 @@ async fn finish(
         facts.internal_index_image_copy = Some(pushed.clone());
         facts.internal_index_image_copy_resolved = Some(pushed_resolved.clone());
     }
-    if let Some((index, kind)) = overwrite {
-        let credentials = ctx
-            .secret(kind)
-            .and_then(Credentials::from_user_colon_secret);
+    if let Some(index) = overwrite {
+        let credentials = overwrite_credentials(ctx)?;
         let target = parse(index)?;
         // IIB's `_verify_index_image`: the index must not have moved while we built.
         if let Some(before) = &prepared.from_index_resolved {
@@ -536,8 +599,7 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         params.distribution_scope.as_deref(),
     )
     .await?;
-    let mut rendered = render_bundles(&bundles)?;
-    drop(bundles);
+    let mut rendered = crate::blocking::run(move || render_bundles(&bundles)).await?;
     // IIB's add_max_ocp_version_property.
     for bundle in &mut rendered {
         if crate::catalog::render::needs_max_openshift_version(bundle) {
@@ -585,7 +647,9 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
             );
         }
     }
-    let mut working = prepared.packages(packages.iter().map(String::as_str))?;
+    let mut working = prepared
+        .packages(packages.iter().map(String::as_str))
+        .await?;
     let catalog = &mut working.catalog;
     let mut missing = rendered;
     if prepared.contents.is_some() {
@@ -603,16 +667,19 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         }
         missing.retain(|b| !already.contains(&b.bundle.image));
     }
-    let report = add_bundles(
-        catalog,
-        missing,
-        &AddOptions {
-            mode: graph_mode(params.graph_update_mode.as_deref())?,
-            // IIB overwrites the latest bundle of a package in dev and stage indexes.
-            overwrite_latest: matches!(prepared.distribution_scope.as_str(), "dev" | "stage"),
-        },
-    )
-    .map_err(|e| TaskError::Failed(format!("Failed to add the bundles to the index image: {e}")))?;
+    let options = AddOptions {
+        mode: graph_mode(params.graph_update_mode.as_deref())?,
+        // IIB overwrites the latest bundle of a package in dev and stage indexes.
+        overwrite_latest: matches!(prepared.distribution_scope.as_str(), "dev" | "stage"),
+    };
+    let (added, report) = on_catalog(std::mem::take(catalog), move |c| {
+        add_bundles(c, missing, &options)
+    })
+    .await;
+    *catalog = added;
+    let report = report.map_err(|e| {
+        TaskError::Failed(format!("Failed to add the bundles to the index image: {e}"))
+    })?;
     for line in report.lines() {
         ctx.log.info(line);
     }
@@ -646,7 +713,7 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     )
     .await?;
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
-    let mut working = prepared.packages(package_names(&params.operators))?;
+    let mut working = prepared.packages(package_names(&params.operators)).await?;
     remove_packages(&mut working.catalog, &params.operators).map_err(|e| {
         TaskError::Failed(format!(
             "Failed to remove operators from the index image: {e}"
@@ -709,7 +776,9 @@ pub async fn add_deprecations(
     )
     .await?;
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
-    let mut working = prepared.packages([params.operator_package.as_str()])?;
+    let mut working = prepared
+        .packages([params.operator_package.as_str()])
+        .await?;
     ctx.progress("Getting all deprecations present in index image")
         .await?;
     let schema: serde_json::Value = serde_json::from_str(&params.deprecation_schema)
@@ -766,13 +835,15 @@ pub async fn fbc_operations(
     let mut fragments = Vec::new();
     for resolved in &resolved_fragments {
         let fragment = read_index(ctx, resolved).await?.catalog;
-        fragments.push(fragment.load_all().map_err(unreadable)?);
+        fragments.push(load_all(&fragment).await?);
     }
     let packages: BTreeSet<String> = fragments
         .iter()
         .flat_map(crate::catalog::fragment::packages)
         .collect();
-    let mut working = prepared.packages(packages.iter().map(String::as_str))?;
+    let mut working = prepared
+        .packages(packages.iter().map(String::as_str))
+        .await?;
     for (i, (fragment, resolved)) in fragments.into_iter().zip(&resolved_fragments).enumerate() {
         let packages: Vec<String> = crate::catalog::fragment::packages(&fragment)
             .into_iter()
@@ -862,9 +933,9 @@ pub async fn merge_index_image(
     .await?;
     ctx.progress("Getting bundles present in the index images")
         .await?;
-    let mut catalog = source.load_all().map_err(unreadable)?;
+    let mut catalog = load_all(&source).await?;
     let target = if params.target_index.is_some() {
-        prepared.whole()?.catalog
+        prepared.whole().await?.catalog
     } else {
         DeclarativeConfig::default()
     };

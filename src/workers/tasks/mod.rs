@@ -20,6 +20,7 @@ pub enum TaskError {
 
 /// Runs the task of the request's type.
 pub async fn run(ctx: &TaskContext) -> Result<String, TaskError> {
+    panic_when_asked(ctx).await?;
     match &ctx.params {
         RequestParams::Add(params) => index::add(ctx, params).await,
         RequestParams::Rm(params) => index::rm(ctx, params).await,
@@ -32,4 +33,19 @@ pub async fn run(ctx: &TaskContext) -> Result<String, TaskError> {
             bundle::recursive_related_bundles(ctx, params).await
         }
     }
+}
+
+/// The test suite's way to make a task panic (`IIB_TEST_PANIC_ON`, a setting only debug
+/// builds accept): after its first step, so the panic happens with the heartbeat running.
+async fn panic_when_asked(ctx: &TaskContext) -> Result<(), TaskError> {
+    let Some(needle) = ctx.settings.panic_on.as_deref() else {
+        return Ok(());
+    };
+    let params = serde_json::to_string(&ctx.params).unwrap_or_default();
+    if cfg!(debug_assertions) && params.contains(needle) {
+        ctx.progress("Starting a task that panics (IIB_TEST_PANIC_ON)")
+            .await?;
+        panic!("IIB_TEST_PANIC_ON matched request {}", ctx.id);
+    }
+    Ok(())
 }
