@@ -753,3 +753,84 @@ async fn generated_bodies_round_trip_on_postgresql() {
     let db = support::postgres().await;
     generated_bodies_round_trip(Some(db.url.clone())).await;
 }
+
+/// A request whose history cannot be read back (an event an older iib let through) is passed
+/// over: the read model sets that event aside and a serial queue goes on to the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_request_never_holds_its_serial_queue() {
+    let registry = dead_registry();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = iib::store::Store::connect(&iib::store::Store::sqlite_url_in(dir.path()))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let bus = iib::command_bus::CommandBus::new(store.clone(), chrono::Duration::hours(1));
+        let first = support::submit_rm(&bus, Some(USER), "first").await;
+        store
+            .append(
+                &[iib::store::NewEvent {
+                    aggregate_type: "BuildRequest".into(),
+                    aggregate_id: first.requests[0].to_string(),
+                    sequence: 2,
+                    event_type: "Bogus".into(),
+                    event_version: iib_aggregates::EVENT_VERSION.into(),
+                    payload: json!({"Bogus": {}}),
+                    metadata: json!({}),
+                    recorded_at: chrono::Utc::now(),
+                }],
+                &[],
+            )
+            .await
+            .unwrap();
+        support::submit_rm(&bus, Some(USER), "second").await;
+        store.close().await;
+    }
+    let server = Server::start_in(
+        dir.path(),
+        &settings(&registry, &[("IIB_QUEUES", r#"{"default": {"concurrency": 1}}"#)]),
+        false,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let second: Value = client
+            .get(server.url("/api/v1/builds/2"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if second["state"] == "failed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the serial queue is stuck behind the unreadable request: {second}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("iib_events_set_aside_total{reader=\"read_model\"} 1\n"),
+        "{metrics}"
+    );
+    let first: Value = client
+        .get(server.url("/api/v1/builds/1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["state"], "in_progress");
+}

@@ -64,6 +64,7 @@ pub async fn run(
         worker: worker_id(),
         shutdown: shutdown.clone(),
         in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        unreadable: Default::default(),
     });
     tracing::info!(worker = %runner.worker, queues = runner.settings.queues.len(), "workers starting");
     let runtime = tokio::runtime::Handle::current();

@@ -152,6 +152,10 @@ pub struct Runner {
     pub shutdown: Shutdown,
     /// Requests running now in this process.
     pub in_flight: Arc<AtomicUsize>,
+    /// Requests whose history cannot be read back (an event stored by an older iib that let a
+    /// too-deep body through, say): no command can apply to them, so they are passed over
+    /// instead of holding their queue, or later writers to their index, for ever.
+    pub unreadable: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// Counts a running request in `Runner::in_flight` until dropped, however the run ends.
@@ -301,9 +305,13 @@ impl Runner {
         }
         let mut claimed = Vec::new();
         let mut blocked_indexes: BTreeSet<String> = BTreeSet::new();
+        let unreadable = self.unreadable.lock().map(|u| u.clone()).unwrap_or_default();
         for item in work {
             if claimed.len() >= slots {
                 break;
+            }
+            if unreadable.contains(&item.id) {
+                continue;
             }
             if running.contains(&item.id) || item.is_held(now) {
                 if let Some(index) = &item.writes_index {
@@ -338,7 +346,13 @@ impl Runner {
         index: &str,
         item: &WorkItem,
     ) -> Result<bool, StoreError> {
-        Ok(!self.store.earlier_writers(index, item.id).await?.is_empty())
+        let unreadable = self.unreadable.lock().map(|u| u.clone()).unwrap_or_default();
+        Ok(self
+            .store
+            .earlier_writers(index, item.id)
+            .await?
+            .iter()
+            .any(|earlier| !unreadable.contains(&earlier.id)))
     }
 
     /// Takes the request's claim; false when another worker holds it or it ended.
@@ -363,6 +377,17 @@ impl Runner {
             .await
         {
             Ok(_) => true,
+            Err(CommandError::Store(e @ StoreError::Corrupt(_))) => {
+                tracing::error!(
+                    request_id = id,
+                    error = %e,
+                    "the request's history cannot be read back: passing it over (see `iib replay --request`)"
+                );
+                if let Ok(mut unreadable) = self.unreadable.lock() {
+                    unreadable.insert(id);
+                }
+                false
+            }
             Err(e) => {
                 tracing::debug!(request_id = id, error = %e, "not claimed");
                 false

@@ -7,6 +7,35 @@ use crate::workers::runner::TaskContext;
 use serde_json::Value;
 use std::time::Duration;
 
+/// The most of a Greenwave answer read: a decision is a few kilobytes, so anything past this
+/// is refused rather than buffered.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Greenwave's answer as text, refused once it passes `MAX_ANSWER_BYTES`.
+async fn read_answer(answer: reqwest::Response) -> Result<String, String> {
+    use futures_util::StreamExt;
+    if answer
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(format!(
+            "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+        ));
+    }
+    let mut body = Vec::new();
+    let mut stream = answer.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 pub async fn gate(ctx: &TaskContext, bundles: &[(String, BundleImage)]) -> Result<(), TaskError> {
     let config = match &ctx.queue {
         Some(queue) => ctx.settings.greenwave_config.get(queue),
@@ -53,7 +82,9 @@ pub async fn gate(ctx: &TaskContext, bundles: &[(String, BundleImage)]) -> Resul
             .await
             .map_err(|e| TaskError::Failed(format!("Gating check failed for {bundle}: {e}")))?;
         let ok = answer.status().is_success();
-        let text = answer.text().await.unwrap_or_default();
+        let text = read_answer(answer).await.map_err(|e| {
+            TaskError::Failed(format!("Gating check failed for {bundle}: {e}"))
+        })?;
         let data: Value = serde_json::from_str(&text).unwrap_or(Value::Object(Default::default()));
         if !ok {
             let message = data
