@@ -10,6 +10,10 @@
 use crate::config::Config;
 use aws_sdk_s3::primitives::ByteStream;
 
+/// The largest artifact read back from S3 to serve: a request's log or related-bundles file
+/// is far smaller; a bigger object is not ours to load into the API's memory.
+pub const MAX_ARTIFACT_BYTES: usize = 256 << 20;
+
 /// The kinds of artifact, with IIB's S3 prefix and file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Artifact {
@@ -130,7 +134,7 @@ impl S3Bucket {
             })
     }
 
-    /// The artifact of a request, if the bucket has it (any error reads as absent, as in IIB).
+    /// The artifact of a request, if the bucket has it and it is at most `MAX_ARTIFACT_BYTES` (any error reads as absent, as in IIB).
     pub async fn get(&self, artifact: Artifact, request_id: u64) -> Option<Vec<u8>> {
         let key = artifact.key(request_id);
         match self
@@ -141,12 +145,34 @@ impl S3Bucket {
             .send()
             .await
         {
-            Ok(object) => object
-                .body
-                .collect()
-                .await
-                .ok()
-                .map(|b| b.into_bytes().to_vec()),
+            Ok(object) => {
+                let mut body = object.body;
+                let mut bytes = Vec::new();
+                if object
+                    .content_length
+                    .is_some_and(|length| length > MAX_ARTIFACT_BYTES as i64)
+                {
+                    tracing::warn!(
+                        key,
+                        limit = MAX_ARTIFACT_BYTES,
+                        "artifact in S3 too large to serve"
+                    );
+                    return None;
+                }
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.ok()?;
+                    if bytes.len() + chunk.len() > MAX_ARTIFACT_BYTES {
+                        tracing::warn!(
+                            key,
+                            limit = MAX_ARTIFACT_BYTES,
+                            "artifact in S3 too large to serve"
+                        );
+                        return None;
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Some(bytes)
+            }
             Err(e) => {
                 tracing::debug!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "artifact not in S3");
                 None

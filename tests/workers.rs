@@ -597,8 +597,17 @@ async fn fragments_deprecations_and_merges_build_as_iib_does() {
     );
 }
 
-/// A stand-in for Greenwave (an external service): answers every decision from `decide`.
-async fn greenwave(satisfied: bool) -> String {
+/// How the Greenwave stand-in answers.
+#[derive(Clone, Copy, PartialEq)]
+enum Decision {
+    Satisfied,
+    Unsatisfied,
+    /// A 2 MiB answer: more than iib reads of one.
+    Huge,
+}
+
+/// A stand-in for Greenwave (an external service): answers every decision as `decision` says.
+async fn greenwave(decision: Decision) -> String {
     use axum::{routing::post, Json, Router};
     let app = Router::new().route(
         "/decision",
@@ -609,11 +618,15 @@ async fn greenwave(satisfied: bool) -> String {
                 .as_str()
                 .unwrap()
                 .starts_with("kube-green-bundle-container-0.7"));
-            Json(if satisfied {
-                json!({"policies_satisfied": true})
-            } else {
-                json!({"policies_satisfied": false, "unsatisfied_requirements": [
+            Json(match decision {
+                Decision::Satisfied => json!({"policies_satisfied": true}),
+                Decision::Unsatisfied => {
+                    json!({"policies_satisfied": false, "unsatisfied_requirements": [
                     {"testcase": "test.a"}, {"testcase": "test.b"}]})
+                }
+                Decision::Huge => {
+                    json!({"policies_satisfied": true, "padding": "x".repeat(2 << 20)})
+                }
             })
         }),
     );
@@ -651,8 +664,8 @@ async fn greenwave_gates_add_requests() {
     .await;
     let config = json!({"null": {"decision_context": "iib_test", "product_version": "cvp", "subject_type": "koji_build"}})
         .to_string();
-    for satisfied in [false, true] {
-        let url = greenwave(satisfied).await;
+    for decision in [Decision::Unsatisfied, Decision::Satisfied, Decision::Huge] {
+        let url = greenwave(decision).await;
         let logs = tempfile::tempdir().unwrap();
         let server = serve(
             &world,
@@ -670,8 +683,16 @@ async fn greenwave_gates_add_requests() {
         )
         .await;
         let done = finished(&server, submitted["id"].as_u64().unwrap()).await;
-        if satisfied {
+        if decision == Decision::Satisfied {
             assert_eq!(done["state"], "complete", "{done}");
+        } else if decision == Decision::Huge {
+            assert_eq!(done["state"], "failed", "{done}");
+            let reason = done["state_reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("Gating check failed for ")
+                    && reason.ends_with("the answer is larger than 1048576 bytes"),
+                "{reason}"
+            );
         } else {
             assert_eq!(done["state"], "failed", "{done}");
             let reason = done["state_reason"].as_str().unwrap();
