@@ -1,4 +1,4 @@
-//! `catalog::sqlite_index`: legacy SQLite indexes made here with opm v1.40.0's schema (every
+//! `iib_fbc::sqlite_index`: legacy SQLite indexes made here with opm v1.40.0's schema (every
 //! migration applied) and the rows `opm registry add` and `opm registry deprecatetruncate`
 //! write, then migrated as `opm migrate` migrates them. Bundles are kube-green's real
 //! manifests from the shared fixtures (`IIB_FIXTURES`, else `../shared/fixtures`) and small
@@ -7,11 +7,11 @@
 mod support;
 
 use base64::Engine;
-use iib::catalog::declcfg::DeclarativeConfig;
-use iib::catalog::gojson;
-use iib::catalog::model::validate;
-use iib::catalog::render::csv_metadata_of;
-use iib::catalog::sqlite_index::{migrate, MigrateError, ObjectsAs};
+use iib_fbc::declcfg::DeclarativeConfig;
+use iib_fbc::gojson;
+use iib_fbc::model::validate;
+use iib_fbc::render::csv_metadata_of;
+use iib_fbc::sqlite_index::{migrate, MigrateError, ObjectsAs};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Executor, Row};
@@ -658,7 +658,7 @@ fn to_values<T: serde::Serialize>(items: &[T]) -> Vec<Value> {
         .collect()
 }
 
-fn bundle<'a>(config: &'a DeclarativeConfig, name: &str) -> &'a iib::catalog::declcfg::Bundle {
+fn bundle<'a>(config: &'a DeclarativeConfig, name: &str) -> &'a iib_fbc::declcfg::Bundle {
     config
         .bundles
         .iter()
@@ -1073,14 +1073,13 @@ async fn iib_catalog_migrate_writes_the_catalog_and_refuses_a_full_directory() {
     );
     assert_eq!(listing(&out), vec!["kube-green", "toy-operator"]);
     assert!(out.join("kube-green/catalog.json").is_file());
-    let written = iib::catalog::load::load_dir(&out).unwrap();
-    let direct =
-        iib::catalog::sqlite_index::migrate(&db, iib::catalog::render::ObjectsAs::CsvMetadata)
-            .await
-            .unwrap();
+    let written = iib_fbc::load::load_dir(&out).unwrap();
+    let direct = iib_fbc::sqlite_index::migrate(&db, iib_fbc::render::ObjectsAs::CsvMetadata)
+        .await
+        .unwrap();
     assert_eq!(
-        iib::catalog::write::to_string(&written, iib::catalog::write::Format::Json),
-        iib::catalog::write::to_string(&direct, iib::catalog::write::Format::Json)
+        iib_fbc::write::to_string(&written, iib_fbc::write::Format::Json),
+        iib_fbc::write::to_string(&direct, iib_fbc::write::Format::Json)
     );
     let again = run(&out);
     assert!(!again.status.success());
