@@ -1,5 +1,7 @@
 //! Test support for the catalog engine's tests: where the shared fixtures are.
 
+pub mod index_db;
+
 use std::path::PathBuf;
 
 /// The shared fixtures: `IIB_FIXTURES`, else `shared/fixtures` beside the clone (where CI puts
