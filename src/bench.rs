@@ -349,11 +349,11 @@ pub fn catalog(
     bundles: usize,
     fixtures: Option<std::path::PathBuf>,
 ) -> Result<()> {
-    use crate::catalog::add::{add_bundles, AddOptions};
-    use crate::catalog::declcfg::DeclarativeConfig;
-    use crate::catalog::render::{render_bundle, ObjectsAs};
-    use crate::catalog::write::{write_dir, Format};
-    use crate::catalog::{load::load_dir, model::validate};
+    use iib_fbc::add::{add_bundles, AddOptions};
+    use iib_fbc::declcfg::DeclarativeConfig;
+    use iib_fbc::render::{render_bundle, ObjectsAs};
+    use iib_fbc::write::{write_dir, Format};
+    use iib_fbc::{load::load_dir, model::validate};
 
     let render = |package: &str, i: usize| {
         let version = format!("1.{i}.0");
@@ -525,11 +525,11 @@ pub async fn add(
     fixtures: Option<std::path::PathBuf>,
     chain: bool,
 ) -> Result<()> {
-    use crate::catalog::add::{add_bundles, AddOptions};
-    use crate::catalog::declcfg::DeclarativeConfig;
-    use crate::catalog::render::{render_bundle, ObjectsAs};
     use crate::registry::build::{layer, ConfigChanges};
     use crate::registry::{ClientOptions, Reference, RegistryClient};
+    use iib_fbc::add::{add_bundles, AddOptions};
+    use iib_fbc::declcfg::DeclarativeConfig;
+    use iib_fbc::render::{render_bundle, ObjectsAs};
     use std::collections::BTreeMap;
 
     let client = RegistryClient::new(ClientOptions::default())?;
@@ -549,7 +549,7 @@ pub async fn add(
     let (label, target_package, next_version) = match &fixtures {
         Some(dir) => {
             for entry in std::fs::read_dir(dir.join("catalogs/community-v4.18"))?.flatten() {
-                if let Ok(config) = crate::catalog::load::load_dir(&entry.path()) {
+                if let Ok(config) = iib_fbc::load::load_dir(&entry.path()) {
                     catalog.merge(config);
                 }
             }
@@ -581,7 +581,7 @@ pub async fn add(
     };
     let index: Reference = format!("{host}/bench/index-{run}:v4.18").parse()?;
     let files: BTreeMap<String, Vec<u8>> =
-        crate::catalog::write::to_files(&catalog, crate::catalog::write::Format::Json)?
+        iib_fbc::write::to_files(&catalog, iib_fbc::write::Format::Json)?
             .into_iter()
             .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))
             .collect();

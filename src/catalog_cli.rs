@@ -2,13 +2,13 @@
 //! pipelines. Reads bundle images through the registry client (or bundle directories from
 //! disk), and file-based catalog directories; writes as opm writes.
 
-use crate::catalog::add::{add_bundles, remove_packages, AddOptions, GraphMode};
-use crate::catalog::declcfg::DeclarativeConfig;
-use crate::catalog::load::load_dir;
-use crate::catalog::render::{render_bundle, ObjectsAs, RenderedBundle};
-use crate::catalog::write::{to_string, write_dir, Format};
 use crate::registry::{ClientOptions, Reference, RegistryClient};
 use anyhow::{bail, Context, Result};
+use iib_fbc::add::{add_bundles, remove_packages, AddOptions, GraphMode};
+use iib_fbc::declcfg::DeclarativeConfig;
+use iib_fbc::load::load_dir;
+use iib_fbc::render::{render_bundle, ObjectsAs, RenderedBundle};
+use iib_fbc::write::{to_string, write_dir, Format};
 use std::path::{Path, PathBuf};
 
 /// opm's `--migrate-level`: which migrations rendered bundles go through.
@@ -176,7 +176,7 @@ pub async fn add(
         },
     )?;
     // IIB runs `opm validate` on what it built: an invalid catalog is never written.
-    crate::catalog::model::validate(&config)
+    iib_fbc::model::validate(&config)
         .map_err(|e| anyhow::anyhow!("the catalog would be invalid, nothing was written:\n{e}"))?;
     write_dir(&config, catalog, output)?;
     Ok(report.lines())
@@ -201,7 +201,7 @@ pub async fn migrate(
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("output dir {:?} must be empty", out.display().to_string());
     }
-    let config = crate::catalog::sqlite_index::migrate(index_db, level.objects_as())
+    let config = iib_fbc::sqlite_index::migrate(index_db, level.objects_as())
         .await
         .with_context(|| format!("render catalog image: {}", index_db.display()))?;
     write_dir(&config, out, output)?;

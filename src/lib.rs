@@ -1,13 +1,12 @@
 //! `iib`: IIB's API and workers, re-implemented. This library holds the adapters and wiring
-//! around the pure domain (`iib-aggregates`) and read models (`iib-projections`); `main.rs`
-//! is the command line.
+//! around the pure domain (`iib-aggregates`), the read models (`iib-projections`) and the
+//! catalog engine (`iib-fbc`); `main.rs` is the command line.
 
 pub mod api;
 pub mod artifacts;
 pub mod background;
 pub mod bench;
 pub mod blocking;
-pub mod catalog;
 pub mod catalog_cli;
 pub mod command_bus;
 pub mod config;

@@ -88,7 +88,7 @@ enum CatalogCommand {
         migrate_level: iib::catalog_cli::MigrateLevel,
         /// json or yaml.
         #[arg(short, long, default_value = "json")]
-        output: iib::catalog::write::Format,
+        output: iib_fbc::write::Format,
     },
     /// Adds bundles to a file-based catalog directory (made when missing), as IIB's opm adds
     /// them, and writes it back as opm writes catalogs.
@@ -104,7 +104,7 @@ enum CatalogCommand {
         image: Option<String>,
         /// How channel graphs are updated: replaces, semver or semver-skippatch.
         #[arg(long, default_value = "replaces", value_parser = parse_graph_mode)]
-        mode: iib::catalog::add::GraphMode,
+        mode: iib_fbc::add::GraphMode,
         /// Replace a bundle of the same name when it heads every channel it is in.
         #[arg(long)]
         overwrite_latest: bool,
@@ -112,7 +112,7 @@ enum CatalogCommand {
         migrate_level: iib::catalog_cli::MigrateLevel,
         /// json or yaml.
         #[arg(short, long, default_value = "json")]
-        output: iib::catalog::write::Format,
+        output: iib_fbc::write::Format,
     },
     /// Converts a legacy SQLite index database (opm's `index.db`) to a file-based catalog
     /// directory, as `opm migrate` does.
@@ -126,7 +126,7 @@ enum CatalogCommand {
         migrate_level: iib::catalog_cli::MigrateLevel,
         /// json or yaml.
         #[arg(short, long, default_value = "json")]
-        output: iib::catalog::write::Format,
+        output: iib_fbc::write::Format,
     },
     /// Removes packages from a file-based catalog directory.
     Rm {
@@ -137,12 +137,12 @@ enum CatalogCommand {
         packages: Vec<String>,
         /// json or yaml.
         #[arg(short, long, default_value = "json")]
-        output: iib::catalog::write::Format,
+        output: iib_fbc::write::Format,
     },
 }
 
-fn parse_graph_mode(text: &str) -> Result<iib::catalog::add::GraphMode, String> {
-    iib::catalog::add::GraphMode::parse(text).ok_or_else(|| {
+fn parse_graph_mode(text: &str) -> Result<iib_fbc::add::GraphMode, String> {
+    iib_fbc::add::GraphMode::parse(text).ok_or_else(|| {
         format!("invalid graph update mode {text:?}: use replaces, semver or semver-skippatch")
     })
 }
@@ -295,8 +295,8 @@ async fn run() -> Result<()> {
         Command::Catalog {
             catalog: CatalogCommand::Validate { dir },
         } => {
-            let config = iib::catalog::load::load_dir(&dir)?;
-            match iib::catalog::model::validate(&config) {
+            let config = iib_fbc::load::load_dir(&dir)?;
+            match iib_fbc::model::validate(&config) {
                 Ok(()) => Ok(()),
                 Err(problems) => {
                     eprintln!("{problems}");

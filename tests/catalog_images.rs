@@ -5,12 +5,12 @@
 
 mod support;
 
-use iib::catalog::add::{add_bundles, AddOptions};
-use iib::catalog::declcfg::DeclarativeConfig;
-use iib::catalog::load::load_dir;
-use iib::catalog::render::ObjectsAs;
 use iib::catalog_cli::{MigrateLevel, Sources};
 use iib::registry::{ClientOptions, Reference, RegistryClient};
+use iib_fbc::add::{add_bundles, AddOptions};
+use iib_fbc::declcfg::DeclarativeConfig;
+use iib_fbc::load::load_dir;
+use iib_fbc::render::ObjectsAs;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -76,7 +76,7 @@ fn golden(package: &FixturePackage, ours: &BTreeMap<String, String>) -> Vec<Valu
 }
 
 fn ours(config: &DeclarativeConfig, package: &str) -> Vec<Value> {
-    let text = iib::catalog::write::to_string(config, iib::catalog::write::Format::Json);
+    let text = iib_fbc::write::to_string(config, iib_fbc::write::Format::Json);
     let blobs = serde_json::Deserializer::from_str(&text)
         .into_iter::<Value>()
         .map(Result::unwrap);
@@ -194,7 +194,7 @@ async fn community_bundles_added_to_an_empty_catalog_equal_opms_catalog() {
         let written = catalog.join(&package.name).join("catalog.yaml");
         assert!(written.is_file(), "{} was not written", written.display());
         let loaded = load_dir(&catalog).unwrap();
-        iib::catalog::model::validate(&loaded).unwrap();
+        iib_fbc::model::validate(&loaded).unwrap();
         assert_same(&package.name, &ours(&loaded, &package.name), &want);
 
         // The library, every bundle in one call.

@@ -1,5 +1,8 @@
 //! The `iib` binary as an operator runs it: migrate, replay, rebuild, serve, bad settings.
 
+/// Legacy SQLite index databases as opm writes them, shared with the catalog engine's tests.
+#[path = "../fbc/tests/support/index_db.rs"]
+mod index_db;
 mod support;
 
 use chrono::Duration;
@@ -10,6 +13,7 @@ use iib_aggregates::{Actor, BuildRequestCommand, RequestParams, SecretKind};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
+use support::bundles::fixtures;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn iib(data_dir: &Path, args: &[&str]) -> Output {
@@ -263,6 +267,53 @@ fn catalog_validate_exits_1_with_opms_tree_of_problems() {
         &["catalog", "validate", &dir.path().display().to_string()],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn iib_catalog_migrate_writes_the_catalog_and_refuses_a_full_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("index.db");
+    index_db::build_index(&db, index_db::Variant::default()).await;
+    let out = dir.path().join("catalog");
+    let run = |out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_iib"))
+            .args(["catalog", "migrate"])
+            .arg(&db)
+            .arg("--out")
+            .arg(out)
+            .env("IIB_LOG_LEVEL", "WARN")
+            .output()
+            .unwrap()
+    };
+    let done = run(&out);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(listing(&out), vec!["kube-green", "toy-operator"]);
+    assert!(out.join("kube-green/catalog.json").is_file());
+    let written = iib_fbc::load::load_dir(&out).unwrap();
+    let direct = iib_fbc::sqlite_index::migrate(&db, iib_fbc::render::ObjectsAs::CsvMetadata)
+        .await
+        .unwrap();
+    assert_eq!(
+        iib_fbc::write::to_string(&written, iib_fbc::write::Format::Json),
+        iib_fbc::write::to_string(&direct, iib_fbc::write::Format::Json)
+    );
+    let again = run(&out);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("must be empty"));
+}
+
+/// The files in a directory, by name.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]

@@ -3,11 +3,11 @@
 
 mod support;
 
-use iib::catalog::add::{add_bundles, AddOptions};
-use iib::catalog::declcfg::DeclarativeConfig;
-use iib::catalog::render::ObjectsAs;
 use iib::catalog_cli::Sources;
 use iib::registry::{ClientOptions, Reference, RegistryClient};
+use iib_fbc::add::{add_bundles, AddOptions};
+use iib_fbc::declcfg::DeclarativeConfig;
+use iib_fbc::render::ObjectsAs;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -4,9 +4,9 @@
 //! holding just those files (`delta`): the time of an add grows with the changed package, not
 //! with the catalog. Pure apart from the cache's lock.
 
-use crate::catalog::declcfg::DeclarativeConfig;
-use crate::catalog::load::{load_files, LoadError};
-use crate::catalog::write::{to_files, Format, WriteError};
+use iib_fbc::declcfg::DeclarativeConfig;
+use iib_fbc::load::{load_files, LoadError};
+use iib_fbc::write::{to_files, Format, WriteError};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -447,7 +447,7 @@ mod tests {
             )
             .unwrap(),
         );
-        crate::catalog::add::remove_packages(&mut changed, &["c".to_string()]).unwrap();
+        iib_fbc::add::remove_packages(&mut changed, &["c".to_string()]).unwrap();
         let written = CatalogFiles::write(&changed).unwrap();
         let delta = files.delta(&selection, &written);
         let paths: Vec<&str> = delta.keys().map(String::as_str).collect();

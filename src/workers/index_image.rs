@@ -5,11 +5,11 @@
 use super::index_catalog::CatalogFiles;
 use super::runner::TaskContext;
 use super::tasks::TaskError;
-use crate::catalog::render::ObjectsAs;
 use crate::registry::build::{layer, ConfigChanges};
 use crate::registry::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
 use crate::registry::unpack::Node;
 use crate::registry::Reference;
+use iib_fbc::render::ObjectsAs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -123,7 +123,7 @@ pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexConte
             let file = dir.path().join("index.db");
             std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
             let catalog = runtime
-                .block_on(crate::catalog::sqlite_index::migrate(
+                .block_on(iib_fbc::sqlite_index::migrate(
                     &file,
                     ObjectsAs::CsvMetadata,
                 ))

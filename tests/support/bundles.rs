@@ -141,12 +141,12 @@ pub async fn push_index_image(
     binary: &Reference,
     target: &Reference,
     arches: &[&str],
-    catalog: &iib::catalog::declcfg::DeclarativeConfig,
+    catalog: &iib_fbc::declcfg::DeclarativeConfig,
     delivery_version: &str,
 ) {
     use iib::registry::build::ConfigChanges;
     let files: BTreeMap<String, Vec<u8>> =
-        iib::catalog::write::to_files(catalog, iib::catalog::write::Format::Json)
+        iib_fbc::write::to_files(catalog, iib_fbc::write::Format::Json)
             .unwrap()
             .into_iter()
             .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))

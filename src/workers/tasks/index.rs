@@ -5,13 +5,6 @@
 //! what IIB records.
 
 use super::TaskError;
-use crate::catalog::add::{
-    add_bundles, package_names, present, remove_packages, AddOptions, GraphMode,
-};
-use crate::catalog::declcfg::DeclarativeConfig;
-use crate::catalog::deprecate::deprecate_truncate;
-use crate::catalog::model::validate;
-use crate::catalog::render::{render_bundle, ObjectsAs, RenderedBundle};
 use crate::registry::auth::Credentials;
 use crate::registry::bundle::BundleImage;
 use crate::workers::index_catalog::{CatalogFiles, Selection};
@@ -25,6 +18,11 @@ use iib_aggregates::params::{
     MergeIndexImageParams, RmParams, SecretKind,
 };
 use iib_aggregates::{BuildFacts, RequestType};
+use iib_fbc::add::{add_bundles, package_names, present, remove_packages, AddOptions, GraphMode};
+use iib_fbc::declcfg::DeclarativeConfig;
+use iib_fbc::deprecate::deprecate_truncate;
+use iib_fbc::model::validate;
+use iib_fbc::render::{render_bundle, ObjectsAs, RenderedBundle};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -374,7 +372,7 @@ async fn publish(
             crate::blocking::run(move || {
                 let mut whole = files.load_rest(&selection)?;
                 whole.merge(catalog);
-                Ok::<_, crate::catalog::load::LoadError>(whole)
+                Ok::<_, iib_fbc::load::LoadError>(whole)
             })
             .await
             .map_err(unreadable)?
@@ -602,13 +600,13 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
     let mut rendered = crate::blocking::run(move || render_bundles(&bundles)).await?;
     // IIB's add_max_ocp_version_property.
     for bundle in &mut rendered {
-        if crate::catalog::render::needs_max_openshift_version(bundle) {
+        if iib_fbc::render::needs_max_openshift_version(bundle) {
             ctx.log.info(format!(
                 "The bundle {} uses APIs removed in Kubernetes 1.22 ({}): capping it with olm.maxOpenShiftVersion 4.8",
                 bundle.bundle.name,
                 bundle.removed_apis.join(", ")
             ));
-            crate::catalog::render::add_max_openshift_version(&mut bundle.bundle);
+            iib_fbc::render::add_max_openshift_version(&mut bundle.bundle);
         }
     }
     // bundle_mapping: each package's bundles as submitted.
@@ -784,7 +782,7 @@ pub async fn add_deprecations(
     let schema: serde_json::Value = serde_json::from_str(&params.deprecation_schema)
         .map_err(|e| TaskError::Failed(format!("The deprecation schema is not valid JSON: {e}")))?;
     ctx.progress("Adding deprecations to from_index").await?;
-    crate::catalog::deprecations::set_deprecations(
+    iib_fbc::deprecations::set_deprecations(
         &mut working.catalog,
         &params.operator_package,
         &schema,
@@ -839,13 +837,13 @@ pub async fn fbc_operations(
     }
     let packages: BTreeSet<String> = fragments
         .iter()
-        .flat_map(crate::catalog::fragment::packages)
+        .flat_map(iib_fbc::fragment::packages)
         .collect();
     let mut working = prepared
         .packages(packages.iter().map(String::as_str))
         .await?;
     for (i, (fragment, resolved)) in fragments.into_iter().zip(&resolved_fragments).enumerate() {
-        let packages: Vec<String> = crate::catalog::fragment::packages(&fragment)
+        let packages: Vec<String> = iib_fbc::fragment::packages(&fragment)
             .into_iter()
             .map(|p| format!("'{p}'"))
             .collect();
@@ -855,7 +853,7 @@ pub async fn fbc_operations(
             i + 1
         ))
         .await?;
-        crate::catalog::fragment::add_fragment(&mut working.catalog, fragment, resolved)
+        iib_fbc::fragment::add_fragment(&mut working.catalog, fragment, resolved)
             .map_err(engine)?;
     }
     finish(ctx, &prepared, working, &params.build_tags).await?;
@@ -867,16 +865,16 @@ pub async fn fbc_operations(
 /// IIB's `get_bundles_latest_version`: of the bundles given (pull specs in `catalog`), the
 /// highest version of each package.
 fn latest_per_package(catalog: &DeclarativeConfig, images: &[String]) -> Vec<String> {
-    let mut latest: BTreeMap<String, (crate::catalog::version::Version, String)> = BTreeMap::new();
+    let mut latest: BTreeMap<String, (iib_fbc::version::Version, String)> = BTreeMap::new();
     for image in images {
         let Some(bundle) = catalog.bundles.iter().find(|b| &b.image == image) else {
             continue;
         };
-        let Ok(version) = crate::catalog::version::parse(bundle.version().unwrap_or("")) else {
+        let Ok(version) = iib_fbc::version::parse(bundle.version().unwrap_or("")) else {
             continue;
         };
         match latest.get(&bundle.package) {
-            Some((best, _)) if crate::catalog::version::compare(best, &version).is_ge() => {}
+            Some((best, _)) if iib_fbc::version::compare(best, &version).is_ge() => {}
             _ => {
                 latest.insert(bundle.package.clone(), (version, image.clone()));
             }
@@ -939,7 +937,7 @@ pub async fn merge_index_image(
     } else {
         DeclarativeConfig::default()
     };
-    let missing: Vec<String> = crate::catalog::merge::missing_bundles(&catalog, &target)
+    let missing: Vec<String> = iib_fbc::merge::missing_bundles(&catalog, &target)
         .map_err(TaskError::Failed)?
         .iter()
         .map(|b| b.image.clone())
@@ -984,7 +982,7 @@ pub async fn merge_index_image(
             invalid.push(image.clone());
         }
     }
-    crate::catalog::merge::merge_indexes(
+    iib_fbc::merge::merge_indexes(
         &mut catalog,
         &target,
         graph_mode(params.graph_update_mode.as_deref())?,

@@ -12,8 +12,8 @@
 //!   as a string and it is not a base-60 float, else double-quoted); `floatv` (Go's
 //!   `strconv.FormatFloat(f, 'g', -1, 64)`, so `1e+06`, `1e-07`); `nilv`, `boolv`, `intv`;
 //! - `resolve.go`: YAML 1.1 resolution (bool words, null, ints in any Go base with `_`, floats,
-//!   timestamps through Go's `time.Parse`), see [`resolves_to_str`];
-//! - `sorter.go`: mapping keys in `keyList.Less` "natural" order, see [`natural_less`];
+//!   timestamps through Go's `time.Parse`), see `resolves_to_str`;
+//! - `sorter.go`: mapping keys in `keyList.Less` "natural" order, see `natural_less`;
 //! - `emitterc.go` (a port of libyaml's emitter): `yaml_emitter_analyze_scalar`,
 //!   `yaml_emitter_select_scalar_style`, the plain / single-quoted / double-quoted / literal
 //!   writers with their folding at `best_width` 80 (columns count characters, not bytes), indent
@@ -1601,7 +1601,7 @@ mod tests {
     fn fixtures_dir() -> Option<PathBuf> {
         let candidates = [
             std::env::var_os("IIB_FIXTURES").map(PathBuf::from),
-            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")),
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")),
             Some(PathBuf::from("/work/shared/fixtures")),
         ];
         candidates.into_iter().flatten().find(|dir| dir.is_dir())

@@ -38,33 +38,60 @@ pub enum ObjectsAs {
     BundleObjects,
 }
 
+/// Why `opm render` would refuse a bundle; `Display` is opm's error text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
+    /// `manifests/` holds no object.
     #[error("no bundle objects found")]
     NoObjects,
+    /// No object of `manifests/` is a ClusterServiceVersion.
     #[error("no csv in bundle")]
     NoCsv,
+    /// `metadata/` holds no annotations file.
     #[error("Could not find annotations file")]
     NoAnnotations,
+    /// A CRD or the CSV's owned APIs could not be read.
     #[error("error checking provided apis in bundle {bundle}: {reason}")]
-    ProvidedApis { bundle: String, reason: String },
+    ProvidedApis {
+        /// The bundle (CSV) name.
+        bundle: String,
+        /// What was wrong, in opm's words.
+        reason: String,
+    },
+    /// A property (from the CSV, its dependencies or `properties.yaml`) could not be read.
     #[error("get properties for bundle {bundle:?}: {reason}")]
-    Properties { bundle: String, reason: String },
+    Properties {
+        /// The bundle (CSV) name.
+        bundle: String,
+        /// What was wrong, in opm's words.
+        reason: String,
+    },
+    /// The related images could not be gathered.
     #[error("get related images for bundle {bundle:?}: {reason}")]
-    RelatedImages { bundle: String, reason: String },
+    RelatedImages {
+        /// The bundle (CSV) name.
+        bundle: String,
+        /// What was wrong, in opm's words.
+        reason: String,
+    },
 }
 
 /// A rendered bundle, with what adding it to a catalog needs beyond the blob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedBundle {
+    /// The `olm.bundle` blob `opm render` prints.
     pub bundle: Bundle,
     /// The channels the bundle's annotations put it in.
     pub channels: Vec<String>,
     /// The default channel its annotations name ("" when none).
     pub default_channel: String,
+    /// The CSV's `spec.version`.
     pub version: String,
+    /// The CSV's `spec.replaces` ("" when none).
     pub replaces: String,
+    /// The CSV's `spec.skips`.
     pub skips: Vec<String>,
+    /// The CSV's `olm.skipRange` annotation ("" when none).
     pub skip_range: String,
     /// The CSV's `olm.substitutesFor` annotation ("" when none).
     pub substitutes_for: String,

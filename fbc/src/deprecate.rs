@@ -273,7 +273,7 @@ fn deprecate_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::load::load_files;
+    use crate::load::load_files;
 
     fn catalog(text: &str) -> DeclarativeConfig {
         load_files([("c.yaml", text.as_bytes())]).unwrap()
@@ -351,7 +351,7 @@ entries:
         assert_eq!(entries(&config, "fast").len(), 3);
         let names: Vec<&str> = config.bundles.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, vec!["demo.v1", "demo.v2", "demo.v4", "demo.v5"]);
-        crate::catalog::model::validate(&config).unwrap();
+        crate::model::validate(&config).unwrap();
     }
 
     #[test]
@@ -378,7 +378,7 @@ entries:
             entries(&below, "fast"),
             vec![("demo.v5".to_string(), "demo.v2".to_string())]
         );
-        crate::catalog::model::validate(&below).unwrap();
+        crate::model::validate(&below).unwrap();
         // A bundle whose graph reaches the default channel's head cannot go.
         let mut reaching = with_bundles(
             &GRAPH
@@ -439,6 +439,6 @@ entries:
         deprecate_truncate(&mut config, &["registry.example/demo:demo.v5".into()]).unwrap();
         assert!(config.channels.iter().all(|c| c.name != "fast"));
         assert_eq!(entries(&config, "stable").len(), 4);
-        crate::catalog::model::validate(&config).unwrap();
+        crate::model::validate(&config).unwrap();
     }
 }

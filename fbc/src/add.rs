@@ -28,11 +28,17 @@ use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+/// How an add places new bundles in the upgrade graph (IIB's `graph_update_mode`; see the
+/// module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GraphMode {
+    /// `replaces`: the graph follows the bundles' `spec.replaces` and `skips`.
     #[default]
     Replaces,
+    /// `semver`: each new bundle replaces the next lower version in its channels.
     Semver,
+    /// `semver-skippatch`: as `semver`, and it also skips the lower patch versions of its
+    /// minor version.
     SemverSkipPatch,
 }
 
@@ -48,9 +54,13 @@ impl GraphMode {
     }
 }
 
+/// How [`add_bundles`] adds.
 #[derive(Debug, Clone, Default)]
 pub struct AddOptions {
+    /// How new bundles join the upgrade graph.
     pub mode: GraphMode,
+    /// Replace a bundle of the same package and CSV name that heads every channel it is in
+    /// (opm's `--overwrite-latest`), instead of refusing it.
     pub overwrite_latest: bool,
 }
 
@@ -66,6 +76,7 @@ pub struct AddReport {
 }
 
 impl AddReport {
+    /// One human-readable line per bundle added, overwritten or pruned.
     pub fn lines(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
             .added
@@ -1014,8 +1025,8 @@ pub fn remove_packages_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::declcfg::{Property, SCHEMA_BUNDLE};
-    use crate::catalog::write::{to_string, Format};
+    use crate::declcfg::{Property, SCHEMA_BUNDLE};
+    use crate::write::{to_string, Format};
     use serde_json::json;
 
     /// A rendered bundle of package `demo` made by hand.
@@ -1141,7 +1152,7 @@ mod tests {
         );
         // The newest bundle names the default channel.
         assert_eq!(config.packages[0].default_channel, "fast");
-        crate::catalog::model::validate(&config).unwrap();
+        crate::model::validate(&config).unwrap();
     }
 
     #[test]
@@ -1356,7 +1367,7 @@ mod tests {
                 let mut config = DeclarativeConfig::default();
                 add(&mut config, order, GraphMode::Replaces)
                     .unwrap_or_else(|e| panic!("case {case}: {e}"));
-                crate::catalog::model::validate(&config).unwrap_or_else(|e| {
+                crate::model::validate(&config).unwrap_or_else(|e| {
                     panic!("case {case}: {e}\n{}", to_string(&config, Format::Yaml))
                 });
                 let written = to_string(&config, Format::Json);
@@ -1387,8 +1398,7 @@ mod tests {
                     add(&mut config, vec![b], GraphMode::Semver)
                         .unwrap_or_else(|e| panic!("case {case}: {e}"));
                 }
-                crate::catalog::model::validate(&config)
-                    .unwrap_or_else(|e| panic!("case {case}: {e}"));
+                crate::model::validate(&config).unwrap_or_else(|e| panic!("case {case}: {e}"));
                 let written = to_string(&config, Format::Json);
                 match &semver_first {
                     None => semver_first = Some(written),

@@ -31,14 +31,18 @@ use std::fmt;
 /// One node of opm's `validationError`: a message and the problems found under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorTree {
+    /// This node's message, such as `invalid package "foo"`.
     pub message: String,
+    /// The problems found under it, in opm's order.
     pub sub_errors: Vec<SubError>,
 }
 
 /// A problem under an [`ErrorTree`] node: a plain message, or a node of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubError {
+    /// A problem with nothing under it.
     Leaf(String),
+    /// A node with problems of its own.
     Tree(ErrorTree),
 }
 

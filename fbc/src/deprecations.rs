@@ -41,7 +41,7 @@ pub fn set_deprecations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::load::load_files;
+    use crate::load::load_files;
     use serde_json::json;
 
     #[test]
@@ -58,7 +58,7 @@ mod tests {
         set_deprecations(&mut config, "demo", &schema("second")).unwrap();
         assert_eq!(config.deprecations.len(), 1);
         assert_eq!(config.deprecations[0].entries[0]["message"], "second");
-        crate::catalog::model::validate(&config).unwrap();
+        crate::model::validate(&config).unwrap();
         assert_eq!(
             set_deprecations(&mut config, "ghost", &schema("x"))
                 .unwrap_err()

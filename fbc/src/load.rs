@@ -7,20 +7,41 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
+/// Why a catalog could not be read; each names the file at fault.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LoadError {
+    /// A file is not valid JSON or YAML.
     #[error("{path}: {reason}")]
-    Parse { path: String, reason: String },
-    #[error("{path}: a blob has no \"schema\" string")]
-    NoSchema { path: String },
-    #[error("{path}: invalid {schema} blob: {reason}")]
-    Invalid {
+    Parse {
+        /// The file, as given (relative to the catalog root for [`load_dir`]).
         path: String,
-        schema: String,
+        /// The parser's error.
         reason: String,
     },
+    /// A blob has no `schema` string.
+    #[error("{path}: a blob has no \"schema\" string")]
+    NoSchema {
+        /// The file holding the blob.
+        path: String,
+    },
+    /// A blob of a known schema does not have that schema's shape.
+    #[error("{path}: invalid {schema} blob: {reason}")]
+    Invalid {
+        /// The file holding the blob.
+        path: String,
+        /// The blob's schema, such as `olm.bundle`.
+        schema: String,
+        /// What did not fit.
+        reason: String,
+    },
+    /// A directory or file could not be read.
     #[error("cannot read {path}: {reason}")]
-    Io { path: String, reason: String },
+    Io {
+        /// The directory or file.
+        path: String,
+        /// The operating system's error.
+        reason: String,
+    },
 }
 
 fn is_catalog_file(path: &str) -> bool {

@@ -11,14 +11,18 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// The file format a catalog is written in (opm's `--output`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    /// Go's `encoding/json` with 4-space indents, blob after blob.
     #[default]
     Json,
+    /// go-yaml v2, each blob a `---` document.
     Yaml,
 }
 
 impl Format {
+    /// The file extension of the format, dot included (`.json`, `.yaml`).
     pub fn extension(self) -> &'static str {
         match self {
             Format::Json => ".json",
@@ -40,12 +44,20 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// Why a catalog could not be laid out as files or written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    /// A package name that cannot be a directory name (`.`, `..`, or holding `/`, `\` or NUL).
     #[error("invalid package name {0:?}: must be a single local path element")]
     PackageName(String),
+    /// The file system refused a write.
     #[error("cannot write {path}: {reason}")]
-    Io { path: String, reason: String },
+    Io {
+        /// The file or directory being written.
+        path: String,
+        /// The operating system's error.
+        reason: String,
+    },
 }
 
 /// One blob in the writer's output.

@@ -43,7 +43,7 @@ pub fn add_fragment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::load::load_files;
+    use crate::load::load_files;
 
     fn catalog(package: &str, bundle: &str) -> DeclarativeConfig {
         let text = format!(
@@ -62,7 +62,7 @@ mod tests {
         assert_eq!(names, BTreeSet::from(["swapped".to_string()]));
         let bundles: Vec<&str> = config.bundles.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(bundles, vec!["kept.v1", "swapped.v2"]);
-        crate::catalog::model::validate(&config).unwrap();
+        crate::model::validate(&config).unwrap();
         assert_eq!(
             add_fragment(&mut config, DeclarativeConfig::default(), "frag:2")
                 .unwrap_err()

@@ -123,7 +123,7 @@ pub fn merge_indexes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::load::load_files;
+    use crate::load::load_files;
 
     fn bundles(list: &[(&str, &str)]) -> DeclarativeConfig {
         let text: String = list
@@ -202,6 +202,6 @@ mod tests {
         assert_eq!(deprecated.deprecated, vec!["p.v2"]);
         let bundles: Vec<&str> = source.bundles.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(bundles, vec!["p.v3", "p.v4"]);
-        crate::catalog::model::validate(&source).unwrap();
+        crate::model::validate(&source).unwrap();
     }
 }

@@ -24,7 +24,7 @@
 //! and opm's in-place schema upgrade is not run. Schemas from migration 9 on read the same
 //! (migrations 10–13 change nothing this reads); older ones are refused. The contents are
 //! untrusted: NULLs, bad JSON and odd types give errors, never panics, and the file's size is
-//! capped. Model validation is left to the caller (`catalog::model::validate`).
+//! capped. Model validation is left to the caller ([`crate::model::validate`]).
 //!
 //! Differences from opm, all at the edges:
 //! - schemas older than migration 9 are refused (opm upgrades them in place, backfilling from
@@ -68,31 +68,54 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// How much of an offending value an error message quotes.
 const QUOTE_LIMIT: usize = 200;
 
+/// Why an index database could not be migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// The file could not be read.
     #[error("read index database {}: {source}", .path.display())]
     Io {
+        /// The database file.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// The file does not start with SQLite's header.
     #[error("ref {:?} has unsupported file type: not an SQLite database", .path.display().to_string())]
-    NotSqlite { path: PathBuf },
+    NotSqlite {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is larger than [`MAX_INDEX_DB_BYTES`].
     #[error("index database {} is {size} bytes, more than the {limit} bytes allowed", .path.display())]
     TooLarge {
+        /// The database file.
         path: PathBuf,
+        /// Its size in bytes.
         size: u64,
+        /// The largest size read.
         limit: u64,
     },
+    /// The database records no schema version, or one older than
+    /// [`OLDEST_READABLE_SCHEMA_VERSION`].
     #[error(
         "index database {}: {} is not supported: it must be at least {OLDEST_READABLE_SCHEMA_VERSION} (opm migrates to {LATEST_SCHEMA_VERSION}); migrate it with opm first",
         .path.display(),
         schema_text(.found)
     )]
-    UnsupportedSchema { path: PathBuf, found: Option<i64> },
+    UnsupportedSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found (`None` when the database records none).
+        found: Option<i64>,
+    },
+    /// SQLite failed on a query.
     #[error("index database {}: {context}: {source}", .path.display())]
     Sqlite {
+        /// The database file.
         path: PathBuf,
+        /// What was being read.
         context: &'static str,
+        /// The driver's error.
         source: sqlx::Error,
     },
     /// What opm's conversion would report, in its words where they are known.

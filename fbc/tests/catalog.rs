@@ -4,16 +4,16 @@
 
 mod support;
 
-use iib::catalog::load::load_dir;
+use iib_fbc::load::load_dir;
 use std::path::PathBuf;
 
 /// What the fixture's slurm-operator/catalog.yaml holds before it breaks off.
 const SLURM_CHANNELS: usize = 2;
 const SLURM_BUNDLES: usize = 5;
 
-/// The shared fixtures (see `support::bundles::fixtures`).
+/// The shared fixtures (see `support::fixtures`).
 fn fixtures() -> Option<PathBuf> {
-    Some(support::bundles::fixtures())
+    Some(support::fixtures())
 }
 
 #[test]
@@ -64,8 +64,8 @@ fn the_community_catalog_loads_and_a_truncated_file_is_refused() {
     assert_eq!(ecr.packages[0].default_channel, "alpha");
 }
 
-use iib::catalog::load::load_files;
-use iib::catalog::model::{validate, ValidationError};
+use iib_fbc::load::load_files;
+use iib_fbc::model::{validate, ValidationError};
 
 #[test]
 fn every_complete_community_package_is_valid() {
@@ -321,8 +321,8 @@ fn golden_blobs(package: &std::path::Path) -> (Vec<serde_json::Value>, String) {
 
 /// Catalogs for OpenShift 4.12 were made by an opm that kept bundle objects; later ones carry
 /// `olm.csv.metadata`.
-fn objects_as_for(catalog_version: &str) -> iib::catalog::render::ObjectsAs {
-    use iib::catalog::render::ObjectsAs;
+fn objects_as_for(catalog_version: &str) -> iib_fbc::render::ObjectsAs {
+    use iib_fbc::render::ObjectsAs;
     let minor: u32 = catalog_version
         .trim_start_matches("v4.")
         .parse()
@@ -349,7 +349,7 @@ fn every_community_bundle_renders_as_opm_rendered_it() {
             .unwrap_or_else(|| panic!("{name} is not in {}", package.display()));
         let image = golden["image"].as_str().unwrap();
         let files = bundle_files(&dir);
-        let rendered = iib::catalog::render::render_bundle(
+        let rendered = iib_fbc::render::render_bundle(
             files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
             image,
             objects_as_for(&catalog_version),
@@ -391,7 +391,7 @@ fn every_community_bundle_renders_as_opm_rendered_it() {
 
 #[test]
 fn every_community_package_is_written_back_byte_for_byte_as_opm_wrote_it() {
-    use iib::catalog::write::{to_files, Format};
+    use iib_fbc::write::{to_files, Format};
     let Some(fixtures) = fixtures() else {
         panic!("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory");
     };
@@ -432,7 +432,7 @@ fn every_community_package_is_written_back_byte_for_byte_as_opm_wrote_it() {
 /// the channel or bundle at fault wherever opm's message names them.
 #[test]
 fn random_sound_catalogs_validate_and_each_corruption_is_reported() {
-    use iib::catalog::declcfg::{Bundle, Channel, ChannelEntry, DeclarativeConfig, Package};
+    use iib_fbc::declcfg::{Bundle, Channel, ChannelEntry, DeclarativeConfig, Package};
     use serde_json::json;
 
     /// xorshift64*: deterministic, no dependency.
@@ -756,14 +756,13 @@ impl Mutator {
 
 #[test]
 fn mutated_catalogs_never_panic_the_loader_or_the_validator() {
-    use iib::catalog::model::validate;
+    use iib_fbc::model::validate;
     let Some(fixtures) = fixtures() else {
         panic!("the shared fixtures are missing: set IIB_FIXTURES to the fixtures directory");
     };
     let yaml = std::fs::read(fixtures.join("community-operators/kube-green/catalog.yaml")).unwrap();
     let config = load_files([("catalog.yaml", yaml.as_slice())]).unwrap();
-    let json =
-        iib::catalog::write::to_string(&config, iib::catalog::write::Format::Json).into_bytes();
+    let json = iib_fbc::write::to_string(&config, iib_fbc::write::Format::Json).into_bytes();
     // Small inputs mutate into more interesting shapes than 100 kB ones.
     let small_yaml: Vec<u8> = yaml.iter().copied().take(3000).collect();
     let mut mutator = Mutator(0x2545_f491_4f6c_dd1d);
@@ -779,7 +778,7 @@ fn mutated_catalogs_never_panic_the_loader_or_the_validator() {
         if let Ok(config) = load_files([(name, input.as_slice())]) {
             loaded += 1;
             let _ = validate(&config);
-            let _ = iib::catalog::write::to_string(&config, iib::catalog::write::Format::Yaml);
+            let _ = iib_fbc::write::to_string(&config, iib_fbc::write::Format::Yaml);
         }
     }
     assert!(
@@ -822,7 +821,7 @@ fn yaml_alias_bombs_and_deep_nesting_are_refused_quickly() {
 
 #[test]
 fn json_is_written_in_opms_field_order_and_layout_and_reads_back_the_same() {
-    use iib::catalog::write::{to_string, Format};
+    use iib_fbc::write::{to_string, Format};
     let text = r#"{"schema":"olm.bundle","package":"demo","name":"demo.v1","image":"q.io/demo@sha256:1","properties":[{"type":"olm.package","value":{"version":"1.0.0","packageName":"demo"}}],"relatedImages":[{"image":"q.io/x:1","name":"x"}]}
 {"schema":"olm.channel","package":"demo","name":"stable","entries":[{"skipRange":"<1.0.0","name":"demo.v1"}]}
 {"name":"demo","schema":"olm.package","defaultChannel":"stable","description":"a <b> & c"}"#;
