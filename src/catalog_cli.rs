@@ -7,8 +7,8 @@ use crate::catalog::declcfg::DeclarativeConfig;
 use crate::catalog::load::load_dir;
 use crate::catalog::render::{render_bundle, ObjectsAs, RenderedBundle};
 use crate::catalog::write::{to_string, write_dir, Format};
-use crate::registry::{ClientOptions, Reference, RegistryClient};
 use anyhow::{bail, Context, Result};
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use std::path::{Path, PathBuf};
 
 /// opm's `--migrate-level`: which migrations rendered bundles go through.

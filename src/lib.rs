@@ -1,6 +1,6 @@
 //! `iib`: IIB's API and workers, re-implemented. This library holds the adapters and wiring
-//! around the pure domain (`iib-aggregates`) and read models (`iib-projections`); `main.rs`
-//! is the command line.
+//! around the pure domain (`iib-aggregates`), the read models (`iib-projections`) and the
+//! registry and image library (`iib-oci`); `main.rs` is the command line.
 
 pub mod api;
 pub mod artifacts;
@@ -12,7 +12,7 @@ pub mod catalog_cli;
 pub mod command_bus;
 pub mod config;
 pub mod projector;
-pub mod registry;
+pub mod registry_options;
 pub mod replay;
 pub mod shutdown;
 pub mod store;

@@ -10,7 +10,7 @@ use iib::catalog::declcfg::DeclarativeConfig;
 use iib::catalog::load::load_dir;
 use iib::catalog::render::ObjectsAs;
 use iib::catalog_cli::{MigrateLevel, Sources};
-use iib::registry::{ClientOptions, Reference, RegistryClient};
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -16,12 +16,12 @@ use super::request_log::RequestLog;
 use super::settings::{Queue, WorkerSettings};
 use super::tasks::{self, TaskError};
 use crate::command_bus::{CommandBus, CommandContext, CommandError};
-use crate::registry::{ClientOptions, RegistryClient};
 use crate::shutdown::Shutdown;
 use crate::store::{Secret, Store, StoreError, WorkItem};
 use chrono::Utc;
 use iib_aggregates::params::{RequestParams, SecretKind};
 use iib_aggregates::{Actor, BuildFacts, BuildRequestCommand, RequestId, WorkerId};
+use iib_oci::{ClientOptions, RegistryClient};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -305,7 +305,11 @@ impl Runner {
         }
         let mut claimed = Vec::new();
         let mut blocked_indexes: BTreeSet<String> = BTreeSet::new();
-        let unreadable = self.unreadable.lock().map(|u| u.clone()).unwrap_or_default();
+        let unreadable = self
+            .unreadable
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
         for item in work {
             if claimed.len() >= slots {
                 break;
@@ -346,7 +350,11 @@ impl Runner {
         index: &str,
         item: &WorkItem,
     ) -> Result<bool, StoreError> {
-        let unreadable = self.unreadable.lock().map(|u| u.clone()).unwrap_or_default();
+        let unreadable = self
+            .unreadable
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
         Ok(self
             .store
             .earlier_writers(index, item.id)

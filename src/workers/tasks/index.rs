@@ -12,8 +12,6 @@ use crate::catalog::declcfg::DeclarativeConfig;
 use crate::catalog::deprecate::deprecate_truncate;
 use crate::catalog::model::validate;
 use crate::catalog::render::{render_bundle, ObjectsAs, RenderedBundle};
-use crate::registry::auth::Credentials;
-use crate::registry::bundle::BundleImage;
 use crate::workers::index_catalog::{CatalogFiles, Selection};
 use crate::workers::index_image::{
     self, arches_of, binary_image, build_and_push, build_on_previous, output_pull_spec, parse,
@@ -25,6 +23,8 @@ use iib_aggregates::params::{
     MergeIndexImageParams, RmParams, SecretKind,
 };
 use iib_aggregates::{BuildFacts, RequestType};
+use iib_oci::auth::Credentials;
+use iib_oci::bundle::BundleImage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -558,7 +558,7 @@ async fn check_related_images(
                 if let Some(new) = name.registry.as_deref().and_then(|r| replacements.get(r)) {
                     spec = spec.replace(name.registry.as_deref().unwrap_or_default(), new);
                 }
-                let reachable = match spec.parse::<crate::registry::Reference>() {
+                let reachable = match spec.parse::<iib_oci::Reference>() {
                     Ok(reference) => ctx.client.resolve(&reference).await.is_ok(),
                     Err(_) => false,
                 };
