@@ -196,9 +196,9 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
 /// base of `base_mb` MB per arch, copy it to another repository (blobs mounted), and build a
 /// 3-arch image with one new `layer_mb` MB layer on it.
 pub async fn registry(host: &str, base_mb: usize, layer_mb: usize) -> Result<()> {
-    use crate::registry::build::{layer, ConfigChanges};
-    use crate::registry::manifest::Platform;
-    use crate::registry::{ClientOptions, Reference, RegistryClient};
+    use iib_oci::build::{layer, ConfigChanges};
+    use iib_oci::manifest::Platform;
+    use iib_oci::{ClientOptions, Reference, RegistryClient};
     use std::collections::BTreeMap;
     let client = RegistryClient::new(ClientOptions::default())?;
     let run = format!("{:x}", Utc::now().timestamp_micros());
@@ -490,12 +490,12 @@ fn walk_size(dir: &std::path::Path) -> u64 {
 
 /// Pushes a one-arch image of `files` with `labels` under `reference` (an index of one).
 async fn push_files_image(
-    client: &crate::registry::RegistryClient,
-    reference: &crate::registry::Reference,
+    client: &iib_oci::RegistryClient,
+    reference: &iib_oci::Reference,
     files: &std::collections::BTreeMap<String, Vec<u8>>,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<()> {
-    let layer = crate::registry::build::layer(files);
+    let layer = iib_oci::build::layer(files);
     let entry = client
         .push_layer_image(reference, "amd64", &layer, labels, "iib bench")
         .await?;
@@ -525,8 +525,8 @@ pub async fn add(
     fixtures: Option<std::path::PathBuf>,
     chain: bool,
 ) -> Result<()> {
-    use crate::registry::build::{layer, ConfigChanges};
-    use crate::registry::{ClientOptions, Reference, RegistryClient};
+    use iib_oci::build::{layer, ConfigChanges};
+    use iib_oci::{ClientOptions, Reference, RegistryClient};
     use iib_fbc::add::{add_bundles, AddOptions};
     use iib_fbc::declcfg::DeclarativeConfig;
     use iib_fbc::render::{render_bundle, ObjectsAs};

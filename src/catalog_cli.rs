@@ -2,7 +2,7 @@
 //! pipelines. Reads bundle images through the registry client (or bundle directories from
 //! disk), and file-based catalog directories; writes as opm writes.
 
-use crate::registry::{ClientOptions, Reference, RegistryClient};
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use anyhow::{bail, Context, Result};
 use iib_fbc::add::{add_bundles, remove_packages, AddOptions, GraphMode};
 use iib_fbc::declcfg::DeclarativeConfig;

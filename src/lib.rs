@@ -1,6 +1,7 @@
 //! `iib`: IIB's API and workers, re-implemented. This library holds the adapters and wiring
 //! around the pure domain (`iib-aggregates`), the read models (`iib-projections`) and the
-//! catalog engine (`iib-fbc`); `main.rs` is the command line.
+//! catalog engine (`iib-fbc`) and the registry and image library (`iib-oci`); `main.rs` is the
+//! command line.
 
 pub mod api;
 pub mod artifacts;
@@ -11,7 +12,7 @@ pub mod catalog_cli;
 pub mod command_bus;
 pub mod config;
 pub mod projector;
-pub mod registry;
+pub mod registry_options;
 pub mod replay;
 pub mod shutdown;
 pub mod store;

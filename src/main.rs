@@ -418,8 +418,8 @@ async fn run() -> Result<()> {
     }
 }
 
-fn client_options(config: &Config) -> Result<iib::registry::ClientOptions> {
-    iib::registry::ClientOptions::from_config(config).map_err(|e| anyhow::anyhow!(e))
+fn client_options(config: &Config) -> Result<iib_oci::ClientOptions> {
+    iib::registry_options::client_options(config).map_err(|e| anyhow::anyhow!(e))
 }
 
 async fn open(config: &Config) -> Result<Store> {

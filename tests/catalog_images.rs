@@ -6,7 +6,7 @@
 mod support;
 
 use iib::catalog_cli::{MigrateLevel, Sources};
-use iib::registry::{ClientOptions, Reference, RegistryClient};
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use iib_fbc::add::{add_bundles, AddOptions};
 use iib_fbc::declcfg::DeclarativeConfig;
 use iib_fbc::load::load_dir;

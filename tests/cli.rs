@@ -326,3 +326,38 @@ fn the_relay_needs_brokers() {
         "iib: set IIB_KAFKA_BROKERS to run the relay\n"
     );
 }
+
+/// `iib catalog render IMAGE` with a 1 MiB manifest limit (`IIB_REGISTRY_MAX_MANIFEST_BYTES`).
+async fn render(image: &str) -> std::process::Output {
+    let image = image.to_string();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_iib"))
+            .args(["catalog", "render", &image])
+            .env_clear()
+            .env("IIB_TOTAL_ATTEMPTS", "1")
+            .env("IIB_REGISTRY_MAX_MANIFEST_BYTES", "1048576")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iib_catalog_render_refuses_a_lying_bundle_with_a_clear_message() {
+    let registry = support::hostile_registry::HostileRegistry::start().await;
+    let output = render(&format!("{}/bundle:bundle", registry.host)).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the registry sent more than 1000 bytes, the size its descriptor declares"),
+        "{stderr}"
+    );
+    let output = render(&format!("{}/bundle:huge", registry.host)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("more than 1048576 bytes")
+            && stderr.contains("IIB_REGISTRY_MAX_MANIFEST_BYTES"),
+        "{stderr}"
+    );
+}

@@ -4,7 +4,7 @@
 mod support;
 
 use iib::catalog_cli::Sources;
-use iib::registry::{ClientOptions, Reference, RegistryClient};
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use iib_fbc::add::{add_bundles, AddOptions};
 use iib_fbc::declcfg::DeclarativeConfig;
 use iib_fbc::render::ObjectsAs;
@@ -1569,7 +1569,7 @@ async fn regenerate_bundle_reads_a_private_bundle_with_the_registry_auths_it_was
     ];
     let dir = rewritten_bundle(&package.bundles[9].1, &local, None);
     let credentialed = RegistryClient::new(ClientOptions {
-        credentials: iib::registry::auth::CredentialStore::from_docker_config(&auths.to_string())
+        credentials: iib_oci::auth::CredentialStore::from_docker_config(&auths.to_string())
             .unwrap(),
         ..ClientOptions::default()
     })
@@ -1630,7 +1630,7 @@ async fn regenerate_bundle_reads_a_private_bundle_with_the_registry_auths_it_was
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwrite_from_index_pushes_with_each_requests_own_token() {
     use base64::Engine as _;
-    use iib::registry::auth::{CredentialStore, Credentials};
+    use iib_oci::auth::{CredentialStore, Credentials};
     use support::token_issuer::TokenIssuer;
     let world = world(3).await;
     // A registry whose token service lets the reader pull and the writer push.
@@ -1770,7 +1770,7 @@ async fn image_name_from_labels_copies_label_values_once_and_caps_the_name() {
         .push_layer_image(
             &operator_ref,
             "amd64",
-            &iib::registry::build::layer(&files),
+            &iib_oci::build::layer(&files),
             &labels,
             "operator",
         )
@@ -2042,7 +2042,7 @@ struct PrivateIndex {
 
 async fn private_index(world: &World) -> PrivateIndex {
     use base64::Engine as _;
-    use iib::registry::auth::{CredentialStore, Credentials};
+    use iib_oci::auth::{CredentialStore, Credentials};
     let issuer =
         support::token_issuer::TokenIssuer::start_with_users(&[("writer", "wr1te-s3cret", None)])
             .await;

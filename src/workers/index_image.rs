@@ -5,10 +5,10 @@
 use super::index_catalog::CatalogFiles;
 use super::runner::TaskContext;
 use super::tasks::TaskError;
-use crate::registry::build::{layer, ConfigChanges};
-use crate::registry::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
-use crate::registry::unpack::Node;
-use crate::registry::Reference;
+use iib_oci::build::{layer, ConfigChanges};
+use iib_oci::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
+use iib_oci::unpack::Node;
+use iib_oci::Reference;
 use iib_fbc::render::ObjectsAs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -191,7 +191,7 @@ pub struct Pushed {
 }
 
 impl Pushed {
-    fn new(target: &Reference, spec: String, built: crate::registry::build::Built) -> Self {
+    fn new(target: &Reference, spec: String, built: iib_oci::build::Built) -> Self {
         Self {
             resolved: target.with_digest(built.index).to_string(),
             spec,
@@ -231,7 +231,7 @@ fn index_changes(
 async fn configs_layer(
     files: &BTreeMap<String, Vec<u8>>,
     opaque: bool,
-) -> crate::registry::build::Layer {
+) -> iib_oci::build::Layer {
     let mut entries: BTreeMap<String, Vec<u8>> = files
         .iter()
         .map(|(path, bytes)| {
@@ -328,12 +328,12 @@ pub async fn build_on_previous(
 /// A binaryless index: one amd64 image of the catalog layer alone, under an image index.
 async fn push_binaryless(
     ctx: &TaskContext,
-    target: &crate::registry::Reference,
+    target: &iib_oci::Reference,
     target_spec: &str,
-    catalog_layer: crate::registry::build::Layer,
+    catalog_layer: iib_oci::build::Layer,
     changes: &ConfigChanges,
 ) -> Result<Pushed, TaskError> {
-    let fail = |e: crate::registry::RegistryError| {
+    let fail = |e: iib_oci::RegistryError| {
         TaskError::Failed(format!("Failed to build the binaryless index image: {e}"))
     };
     let entry = ctx

@@ -13,10 +13,10 @@ pub mod settings;
 pub mod tasks;
 
 use crate::command_bus::CommandBus;
-use crate::registry::{ClientOptions, RegistryClient};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use iib_aggregates::WorkerId;
+use iib_oci::{ClientOptions, RegistryClient};
 use runner::Runner;
 use settings::WorkerSettings;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub async fn run(
     client_options: ClientOptions,
     settings: WorkerSettings,
     shutdown: Shutdown,
-) -> Result<(), crate::registry::RegistryError> {
+) -> Result<(), iib_oci::RegistryError> {
     let client = RegistryClient::new(client_options.clone())?;
     let catalogs = Arc::new(index_catalog::CatalogCache::new(
         settings.catalog_cache_bytes,

@@ -2,8 +2,8 @@
 //! (in a debug build): one package, `filler`, of many small bundles, written as the JSON
 //! stream opm reads. Nothing else is in it.
 
-use iib::registry::build::{layer, ConfigChanges};
-use iib::registry::{Reference, RegistryClient};
+use iib_oci::build::{layer, ConfigChanges};
+use iib_oci::{Reference, RegistryClient};
 use std::collections::BTreeMap;
 
 /// Pushes `target`: `binary` for `arches` plus `/configs/filler/catalog.json` with `bundles`

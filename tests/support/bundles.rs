@@ -2,8 +2,8 @@
 //! directory to a registry as `operator-sdk`/`opm alpha bundle build` would build it (one
 //! layer holding `manifests/` and `metadata/`, labels from `metadata/annotations.yaml`).
 
-use iib::registry::build::layer;
-use iib::registry::{Reference, RegistryClient};
+use iib_oci::build::layer;
+use iib_oci::{Reference, RegistryClient};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -144,7 +144,7 @@ pub async fn push_index_image(
     catalog: &iib_fbc::declcfg::DeclarativeConfig,
     delivery_version: &str,
 ) {
-    use iib::registry::build::ConfigChanges;
+    use iib_oci::build::ConfigChanges;
     let files: BTreeMap<String, Vec<u8>> =
         iib_fbc::write::to_files(catalog, iib_fbc::write::Format::Json)
             .unwrap()

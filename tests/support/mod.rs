@@ -6,14 +6,21 @@
 pub mod big_catalog;
 pub mod bundles;
 pub mod db_faults;
-pub mod faults;
 pub mod gate;
-pub mod hostile_registry;
 pub mod kafka;
-pub mod registry;
 pub mod s3;
 pub mod server;
 pub mod tls;
+
+// The registry servers live with the registry library's tests; the service's tests use the
+// same ones.
+#[path = "../../oci/tests/support/faults.rs"]
+pub mod faults;
+#[path = "../../oci/tests/support/hostile_registry.rs"]
+pub mod hostile_registry;
+#[path = "../../oci/tests/support/registry.rs"]
+pub mod registry;
+#[path = "../../oci/tests/support/token_issuer.rs"]
 pub mod token_issuer;
 
 use iib::store::Store;

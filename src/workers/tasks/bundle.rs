@@ -3,13 +3,13 @@
 //! bundles a bundle's CSV names, level by level).
 
 use super::TaskError;
-use crate::registry::build::{layer, ConfigChanges};
-use crate::registry::RegistryClient;
 use crate::workers::index_image::parse;
 use crate::workers::operator_manifest::{self as om, ImageName};
 use crate::workers::runner::TaskContext;
 use iib_aggregates::params::{RecursiveRelatedBundlesParams, RegenerateBundleParams, SecretKind};
 use iib_aggregates::BuildFacts;
+use iib_oci::build::{layer, ConfigChanges};
+use iib_oci::RegistryClient;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -136,7 +136,7 @@ fn request_client(ctx: &TaskContext) -> Result<RegistryClient, TaskError> {
         None => Ok(ctx.client.clone()),
         Some(auths) => {
             let mut options = ctx.client_options.clone();
-            let extra = crate::registry::auth::CredentialStore::from_docker_config(auths)
+            let extra = iib_oci::auth::CredentialStore::from_docker_config(auths)
                 .map_err(|e| TaskError::Failed(format!("The registry_auths are not valid: {e}")))?;
             options.credentials.extend(extra);
             RegistryClient::new(options).map_err(|e| TaskError::Failed(e.to_string()))
@@ -285,7 +285,7 @@ async fn adjust(
                             renamed.repo = name;
                         }
                     }
-                    if let Err(e) = renamed.to_str().parse::<crate::registry::Reference>() {
+                    if let Err(e) = renamed.to_str().parse::<iib_oci::Reference>() {
                         return Err(TaskError::Failed(format!(
                             "The image_name_from_labels template {template} makes the pull spec {} out of {}: {e}; check the labels of {1}",
                             renamed.to_str(),

@@ -2,8 +2,8 @@
 //! the request's queue, every bundle's NVR must satisfy Greenwave's policies.
 
 use super::TaskError;
-use crate::registry::bundle::BundleImage;
 use crate::workers::runner::TaskContext;
+use iib_oci::bundle::BundleImage;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -5,8 +5,8 @@
 //! what IIB records.
 
 use super::TaskError;
-use crate::registry::auth::Credentials;
-use crate::registry::bundle::BundleImage;
+use iib_oci::auth::Credentials;
+use iib_oci::bundle::BundleImage;
 use crate::workers::index_catalog::{CatalogFiles, Selection};
 use crate::workers::index_image::{
     self, arches_of, binary_image, build_and_push, build_on_previous, output_pull_spec, parse,
@@ -556,7 +556,7 @@ async fn check_related_images(
                 if let Some(new) = name.registry.as_deref().and_then(|r| replacements.get(r)) {
                     spec = spec.replace(name.registry.as_deref().unwrap_or_default(), new);
                 }
-                let reachable = match spec.parse::<crate::registry::Reference>() {
+                let reachable = match spec.parse::<iib_oci::Reference>() {
                     Ok(reference) => ctx.client.resolve(&reference).await.is_ok(),
                     Err(_) => false,
                 };

@@ -1,12 +1,14 @@
 //! The registry client: the OCI distribution API (and Docker registry v2) over HTTPS, or plain
-//! HTTP for loopback registries and those in `IIB_INSECURE_REGISTRIES`. Every call has a
-//! timeout; connection errors, 429 and 5xx are retried with IIB's retry settings; `401`
-//! challenges are answered with basic credentials or a bearer token for the repository scope.
+//! HTTP for loopback registries and those [`ClientOptions::insecure_registries`] names. Every
+//! call has a timeout; connection errors, 429 and 5xx are retried as the [`RetryPolicy`] says;
+//! `401` challenges are answered with basic credentials or a bearer token for the repository
+//! scope (tokens are cached per registry, scope and credentials). Every answer is read within
+//! the [`ReadLimits`].
 
-use super::auth::{parse_challenge, Challenge, CredentialStore, Credentials};
-use super::digest::Digest;
-use super::manifest::{Manifest, ACCEPT};
-use super::reference::Reference;
+use crate::auth::{parse_challenge, Challenge, CredentialStore, Credentials};
+use crate::digest::Digest;
+use crate::manifest::{Manifest, ACCEPT};
+use crate::reference::Reference;
 use bytes::Bytes;
 use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT as ACCEPT_HEADER, AUTHORIZATION, CONTENT_TYPE, LOCATION,
@@ -17,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Why a registry call failed. Each message names what was asked for and, where the caller
+/// can do something about it, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{url}: {source}")]
@@ -42,7 +46,7 @@ pub enum RegistryError {
         actual: Digest,
     },
     #[error("{0}")]
-    Manifest(#[from] super::manifest::ManifestError),
+    Manifest(#[from] crate::manifest::ManifestError),
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
     #[error("{what}: the registry sent more than {limit} bytes, {why}; refused")]
@@ -54,10 +58,12 @@ pub enum RegistryError {
     },
 }
 
-/// IIB's retry settings: `iib_total_attempts`, `iib_retry_delay`, `iib_retry_multiplier`,
-/// `iib_retry_jitter`.
+/// How calls that fail on the way (connection errors, timeouts, 429, 5xx) are tried again: the
+/// pause before attempt `n + 1` is `delay × multiplierⁿ⁻¹` plus up to `jitter`, at most
+/// `max_delay`. The defaults are IIB's (5 attempts, 10 s, ×5, 10 s jitter, 2 min at most).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// Attempts in all, the first included (1: no retries).
     pub attempts: u32,
     pub delay: Duration,
     pub multiplier: f64,
@@ -94,15 +100,16 @@ impl RetryPolicy {
 /// into memory without a bound, and a body stops being read as soon as it passes its bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {
-    /// Manifests, indexes and image configs (`IIB_REGISTRY_MAX_MANIFEST_BYTES`; 4 MiB, as
-    /// containerd allows).
+    /// Manifests, indexes and image configs (default 4 MiB, as containerd allows).
     pub max_manifest_bytes: u64,
-    /// One layer (or other blob) held in memory (`IIB_REGISTRY_MAX_LAYER_BYTES`). A blob named
-    /// by a descriptor is also held to the size the descriptor declares.
+    /// One layer (or other blob) held in memory (default 1 GiB). A blob named by a descriptor
+    /// is also held to the size the descriptor declares.
     pub max_layer_bytes: u64,
-    /// Uncompressed bytes read out of one image's layers, e.g. an index's catalog
-    /// (`IIB_REGISTRY_MAX_IMAGE_BYTES`).
+    /// Uncompressed bytes read out of one image's layers (default 2 GiB, what a large
+    /// catalog may need); see [`RegistryClient::image_limits`].
     pub max_image_bytes: u64,
+    /// What the caller's users know these limits as, for the error that refuses an answer.
+    pub names: LimitNames,
 }
 
 impl Default for ReadLimits {
@@ -110,7 +117,28 @@ impl Default for ReadLimits {
         Self {
             max_manifest_bytes: 4 << 20,
             max_layer_bytes: 1 << 30,
-            max_image_bytes: super::unpack::Limits::default().max_bytes,
+            max_image_bytes: crate::unpack::Limits::default().max_bytes,
+            names: LimitNames::default(),
+        }
+    }
+}
+
+/// The names a [`RegistryError::TooLarge`] gives the limit it hit, so that its message says
+/// what to raise: a setting or command-line flag of the program using this crate. The
+/// defaults name the [`ReadLimits`] fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitNames {
+    /// The name of [`ReadLimits::max_manifest_bytes`].
+    pub manifest: &'static str,
+    /// The name of [`ReadLimits::max_layer_bytes`].
+    pub layer: &'static str,
+}
+
+impl Default for LimitNames {
+    fn default() -> Self {
+        Self {
+            manifest: "ReadLimits::max_manifest_bytes",
+            layer: "ReadLimits::max_layer_bytes",
         }
     }
 }
@@ -124,72 +152,24 @@ const MAX_CACHED_TOKEN_BYTES: usize = 64 << 10;
 /// Bearer tokens cached at most (expired ones are dropped first).
 const TOKEN_CACHE_ENTRIES: usize = 256;
 
+/// Everything a [`RegistryClient`] is configured with. The crate reads no environment and no
+/// files: the caller fills this in (its `Default` is a client with IIB's retry policy, no
+/// credentials and the default limits).
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
     pub retry: RetryPolicy,
+    /// The timeout of one HTTP request, body included (default 5 minutes).
     pub timeout: Option<Duration>,
     /// Registries (`host[:port]`) spoken to over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Credentials per registry host, e.g. from a Docker `config.json`.
     pub credentials: CredentialStore,
     pub limits: ReadLimits,
 }
 
-impl ClientOptions {
-    /// IIB's worker settings: `IIB_TOTAL_ATTEMPTS`, `IIB_RETRY_DELAY`, `IIB_RETRY_JITTER`,
-    /// `IIB_RETRY_MULTIPLIER` (seconds), `IIB_INSECURE_REGISTRIES`, and the Docker config at
-    /// `IIB_DOCKER_CONFIG_TEMPLATE` (default `~/.docker/config.json`, if present).
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, String> {
-        let seconds = |key: &str, default: i64| {
-            Duration::from_secs(config.integer(key).unwrap_or(default).max(0) as u64)
-        };
-        let defaults = ReadLimits::default();
-        let bytes = |key: &str, default: u64| match config.integer(key) {
-            None => Ok(default),
-            Some(n) if n > 0 => Ok(n as u64),
-            Some(n) => Err(format!(
-                "setting {key} must be a positive number of bytes, got {n}"
-            )),
-        };
-        let docker_config = config
-            .text("IIB_DOCKER_CONFIG_TEMPLATE")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| std::path::Path::new(&h).join(".docker/config.json"))
-            });
-        let credentials = match docker_config {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    format!("cannot read the Docker config {}: {e}", path.display())
-                })?;
-                CredentialStore::from_docker_config(&text)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            _ => CredentialStore::default(),
-        };
-        Ok(Self {
-            retry: RetryPolicy {
-                attempts: config.integer("IIB_TOTAL_ATTEMPTS").unwrap_or(5).max(1) as u32,
-                delay: seconds("IIB_RETRY_DELAY", 10),
-                multiplier: config.integer("IIB_RETRY_MULTIPLIER").unwrap_or(5).max(1) as f64,
-                jitter: seconds("IIB_RETRY_JITTER", 10),
-                max_delay: Duration::from_secs(120),
-            },
-            timeout: None,
-            insecure_registries: config.strings("IIB_INSECURE_REGISTRIES"),
-            credentials,
-            limits: ReadLimits {
-                max_manifest_bytes: bytes(
-                    "IIB_REGISTRY_MAX_MANIFEST_BYTES",
-                    defaults.max_manifest_bytes,
-                )?,
-                max_layer_bytes: bytes("IIB_REGISTRY_MAX_LAYER_BYTES", defaults.max_layer_bytes)?,
-                max_image_bytes: bytes("IIB_REGISTRY_MAX_IMAGE_BYTES", defaults.max_image_bytes)?,
-            },
-        })
-    }
-}
-
+/// A client for OCI distribution (and Docker registry v2) registries. Cheap to clone: clones
+/// share one connection pool, one bearer-token cache and one cache of manifests and image
+/// configs by digest (content named by its digest never changes).
 #[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
@@ -284,6 +264,7 @@ struct Body {
 }
 
 impl RegistryClient {
+    /// A client with `options`; fails only when the TLS stack cannot be set up.
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
         let http = reqwest::Client::builder()
             .timeout(options.timeout.unwrap_or(Duration::from_secs(300)))
@@ -303,9 +284,9 @@ impl RegistryClient {
         })
     }
 
-    /// The caps on reading an image's layers: `IIB_REGISTRY_MAX_IMAGE_BYTES`.
-    pub fn image_limits(&self) -> super::unpack::Limits {
-        super::unpack::Limits {
+    /// The caps on reading an image's layers: [`ReadLimits::max_image_bytes`].
+    pub fn image_limits(&self) -> crate::unpack::Limits {
+        crate::unpack::Limits {
             max_bytes: self.options.limits.max_image_bytes,
             ..Default::default()
         }
@@ -605,8 +586,10 @@ impl RegistryClient {
             self.options.limits.max_manifest_bytes,
             &reference.to_string(),
             &url,
-            "the limit IIB_REGISTRY_MAX_MANIFEST_BYTES sets for a manifest (raise it if the \
-             image is genuine)",
+            &format!(
+                "the limit {} sets for a manifest (raise it if the image is genuine)",
+                self.options.limits.names.manifest
+            ),
         )
         .await?;
         let digest = Digest::of(&bytes);
@@ -640,7 +623,7 @@ impl RegistryClient {
                 digest,
                 Some(size),
                 self.options.limits.max_manifest_bytes,
-                "IIB_REGISTRY_MAX_MANIFEST_BYTES",
+                self.options.limits.names.manifest,
             )
             .await?;
         self.remember(reference, digest, None, &bytes);
@@ -653,7 +636,7 @@ impl RegistryClient {
     }
 
     /// A blob of unknown size, checked against its digest; at most
-    /// `IIB_REGISTRY_MAX_LAYER_BYTES` are read.
+    /// [`ReadLimits::max_layer_bytes`] are read.
     pub async fn blob(
         &self,
         reference: &Reference,
@@ -664,13 +647,13 @@ impl RegistryClient {
             digest,
             None,
             self.options.limits.max_layer_bytes,
-            "IIB_REGISTRY_MAX_LAYER_BYTES",
+            self.options.limits.names.layer,
         )
         .await
     }
 
     /// A blob a descriptor names, checked against its digest: no more than the `size` the
-    /// descriptor declares is read, and nothing when that is over `IIB_REGISTRY_MAX_LAYER_BYTES`.
+    /// descriptor declares is read, and nothing when that is over [`ReadLimits::max_layer_bytes`].
     pub async fn blob_sized(
         &self,
         reference: &Reference,
@@ -682,7 +665,7 @@ impl RegistryClient {
             digest,
             Some(size),
             self.options.limits.max_layer_bytes,
-            "IIB_REGISTRY_MAX_LAYER_BYTES",
+            self.options.limits.names.layer,
         )
         .await
     }
@@ -745,7 +728,7 @@ impl RegistryClient {
             .await?;
         let what = format!("{}@{digest}", reference.repository);
         let response = Self::check(response, &what).await?;
-        let mut hasher = super::digest::Hasher::default();
+        let mut hasher = crate::digest::Hasher::default();
         let mut written = 0u64;
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -1152,5 +1135,5 @@ fn media_type_of(raw: &[u8]) -> String {
                 .and_then(|m| m.as_str())
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| super::manifest::OCI_MANIFEST.to_string())
+        .unwrap_or_else(|| crate::manifest::OCI_MANIFEST.to_string())
 }

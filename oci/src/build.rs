@@ -4,15 +4,15 @@
 //! layers are deterministic tars (sorted, mtime 0, uid/gid 0) gzipped without a timestamp,
 //! and configs carry a fixed creation time, so the same content gives the same digest.
 
-use super::auth::Credentials;
-use super::client::{RegistryClient, RegistryError};
-use super::digest::{Digest, Hasher};
-use super::inspect::InspectError;
-use super::manifest::{
+use crate::auth::Credentials;
+use crate::client::{RegistryClient, RegistryError};
+use crate::digest::{Digest, Hasher};
+use crate::inspect::InspectError;
+use crate::manifest::{
     Descriptor, ImageIndex, ImageManifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
     OCI_MANIFEST,
 };
-use super::reference::Reference;
+use crate::reference::Reference;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -483,17 +483,14 @@ mod tests {
         assert_eq!(one.diff_id, two.diff_id);
         assert_eq!(Digest::of(&one.blob), one.digest);
         // It reads back with the reader, parent directories included.
-        let tree = super::super::unpack::extract(
+        let tree = crate::unpack::extract(
             &[(OCI_LAYER_GZIP, &one.blob)],
             &["configs"],
             Default::default(),
         )
         .unwrap();
         assert_eq!(tree.file("configs/a/catalog.json"), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(
-            tree.nodes.get("configs/a"),
-            Some(&super::super::unpack::Node::Dir)
-        );
+        assert_eq!(tree.nodes.get("configs/a"), Some(&crate::unpack::Node::Dir));
     }
 
     #[test]

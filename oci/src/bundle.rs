@@ -1,10 +1,10 @@
 //! Reading an operator bundle image: its labels, and the files under `/manifests` and
 //! `/metadata` that the catalog engine renders. The engine is pure; this is its input.
 
-use super::client::RegistryClient;
-use super::inspect::InspectError;
-use super::reference::Reference;
-use super::unpack::{extract, Limits, Node, UnpackError};
+use crate::client::RegistryClient;
+use crate::inspect::InspectError;
+use crate::reference::Reference;
+use crate::unpack::{extract, Limits, Node, UnpackError};
 use std::collections::BTreeMap;
 
 /// The label that marks a bundle image (and names its package).
@@ -20,6 +20,7 @@ const BUNDLE_LIMITS: Limits = Limits {
     max_entries: 10_000,
 };
 
+/// Why a bundle image could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleImageError {
     #[error(transparent)]
@@ -46,6 +47,7 @@ pub struct BundleImage {
 }
 
 impl BundleImage {
+    /// The files as (path, contents) borrowed pairs.
     pub fn file_refs(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.files.iter().map(|(p, b)| (p.as_str(), b.as_slice()))
     }

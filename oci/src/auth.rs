@@ -7,6 +7,7 @@ use base64::Engine;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// A user name and password (or token) for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
@@ -29,6 +30,7 @@ impl Credentials {
         })
     }
 
+    /// The `Authorization: Basic …` header value.
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
         format!(
@@ -45,6 +47,9 @@ pub struct CredentialStore {
 }
 
 impl CredentialStore {
+    /// Reads the `auths` of a Docker `config.json` (the text, not a path: the caller reads
+    /// the file). Entries without an `auth` are skipped; an `auth` that is not base64
+    /// `user:password` is an error naming its registry.
     pub fn from_docker_config(json: &str) -> Result<Self, String> {
         let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| format!("the Docker config is not JSON: {e}"))?;
@@ -82,10 +87,12 @@ impl CredentialStore {
         self.by_registry.extend(other.by_registry);
     }
 
+    /// Sets the credentials for `registry` (`host[:port]`).
     pub fn insert(&mut self, registry: &str, credentials: Credentials) {
         self.by_registry.insert(registry.to_string(), credentials);
     }
 
+    /// The credentials for `registry`; Docker Hub's are found under any of its names.
     pub fn get(&self, registry: &str) -> Option<&Credentials> {
         self.by_registry.get(registry).or_else(|| {
             // Docker Hub is filed under several names.

@@ -5,7 +5,7 @@
 //! `.wh..wh..opq`) remove what lower layers put there, in layer order. Layers may be plain
 //! tar, gzip or zstd.
 
-use super::manifest::{DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
+use crate::manifest::{DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_LAYER_ZSTD};
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -21,13 +21,14 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            // What a large index's catalog may need; `IIB_REGISTRY_MAX_IMAGE_BYTES` sets it.
+            // What a large catalog may need; `ReadLimits::max_image_bytes` sets it per client.
             max_bytes: 2 << 30,
             max_entries: 2_000_000,
         }
     }
 }
 
+/// What a path of an image is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     File(Vec<u8>),
@@ -41,6 +42,7 @@ pub struct Tree {
     pub nodes: BTreeMap<String, Node>,
 }
 
+/// Why layers could not be read; the image is refused as a whole.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnpackError {
     #[error("layer {layer}: entry {path:?} is refused: {reason}")]
@@ -199,6 +201,7 @@ pub struct Extractor {
 }
 
 impl Extractor {
+    /// An extractor of `wanted_paths` (empty: everything) within `limits`.
     pub fn new(wanted_paths: &[&str], limits: Limits) -> Self {
         Self {
             prefixes: wanted_paths

@@ -5,8 +5,8 @@
 mod support;
 
 use bytes::Bytes;
-use iib::registry::manifest::{Descriptor, Platform, OCI_LAYER_GZIP};
-use iib::registry::{ClientOptions, Digest, Manifest, Reference, RegistryClient, RetryPolicy};
+use iib_oci::manifest::{Descriptor, Platform, OCI_LAYER_GZIP};
+use iib_oci::{ClientOptions, Digest, Manifest, Reference, RegistryClient, RetryPolicy};
 use std::time::Duration;
 use support::registry::Registry;
 
@@ -184,7 +184,7 @@ fn noise(seed: &str, len: usize) -> Vec<u8> {
 
 /// A base ("binary") image: per arch, one real gzip layer with an `opm` and a label.
 async fn push_base(client: &RegistryClient, reference: &Reference, arches: &[&str]) -> u64 {
-    use iib::registry::build::layer;
+    use iib_oci::build::layer;
     use std::collections::BTreeMap;
     let mut entries = Vec::new();
     let mut base_bytes = 0;
@@ -228,8 +228,8 @@ async fn push_base(client: &RegistryClient, reference: &Reference, arches: &[&st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_built_on_a_base_mounts_its_layers_and_reads_back() {
-    use iib::registry::build::{layer, ConfigChanges};
-    use iib::registry::unpack::Limits;
+    use iib_oci::build::{layer, ConfigChanges};
+    use iib_oci::unpack::Limits;
     use std::collections::BTreeMap;
     let registry = Registry::start().await;
     let client = client();
@@ -361,7 +361,7 @@ async fn calls_are_retried_after_server_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_with_basic_auth_takes_our_credentials_and_refuses_others() {
-    use iib::registry::auth::{CredentialStore, Credentials};
+    use iib_oci::auth::{CredentialStore, Credentials};
     let registry = Registry::start_with_auth(Some(("robot", "s3cret"))).await;
     let anonymous = client();
     let reference: Reference = format!("{}/ns/private:1", registry.host).parse().unwrap();
@@ -421,7 +421,7 @@ async fn a_registry_with_basic_auth_takes_our_credentials_and_refuses_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn third_party_tools_read_the_images_we_build() {
-    use iib::registry::build::{layer, ConfigChanges};
+    use iib_oci::build::{layer, ConfigChanges};
     use std::collections::BTreeMap;
     use std::process::Command;
     let registry = Registry::start().await;
@@ -563,7 +563,7 @@ async fn chunked_uploads_streamed_downloads_and_new_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_fetched_per_scope_and_cached() {
-    use iib::registry::auth::{CredentialStore, Credentials};
+    use iib_oci::auth::{CredentialStore, Credentials};
     use std::sync::atomic::Ordering;
     use support::token_issuer::TokenIssuer;
     let issuer = TokenIssuer::start("robot", "s3cret").await;
@@ -597,9 +597,9 @@ async fn bearer_tokens_are_fetched_per_scope_and_cached() {
 
 #[test]
 fn zstd_layers_made_by_the_reference_compressor_are_read() {
-    use iib::registry::build::layer;
-    use iib::registry::manifest::OCI_LAYER_ZSTD;
-    use iib::registry::unpack::{extract, Limits};
+    use iib_oci::build::layer;
+    use iib_oci::manifest::OCI_LAYER_ZSTD;
+    use iib_oci::unpack::{extract, Limits};
     use std::collections::BTreeMap;
     use std::io::Write;
     use std::process::{Command, Stdio};

@@ -4,10 +4,13 @@ use sha2::{Digest as _, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
+/// A `sha256:` content digest; only valid ones can be made (parse it, or compute it with
+/// [`Digest::of`] or a [`Hasher`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A text that is not a valid digest.
 #[error("{0:?} is not a sha256 digest (sha256:<64 lowercase hex digits>)")]
 pub struct DigestError(pub String);
 
@@ -34,6 +37,7 @@ impl Digest {
         Self(format!("sha256:{:x}", Sha256::digest(bytes)))
     }
 
+    /// `sha256:<hex>`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -68,9 +72,11 @@ impl<'de> serde::Deserialize<'de> for Digest {
 pub struct Hasher(Sha256);
 
 impl Hasher {
+    /// Adds the next piece.
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes)
     }
+    /// The digest of all the pieces.
     pub fn finish(self) -> Digest {
         Digest(format!("sha256:{:x}", self.0.finalize()))
     }

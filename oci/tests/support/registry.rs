@@ -12,6 +12,15 @@ pub struct Registry {
 
 const BINARY: &str = "/usr/bin/docker-registry";
 
+/// A loopback port free right now (the OS may hand it out again; `start` retries).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Registry {
     pub async fn start() -> Self {
         Self::start_with_auth(None).await
@@ -49,7 +58,7 @@ impl Registry {
         auth_config: Option<&str>,
     ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
-        let host = format!("127.0.0.1:{}", super::server::free_port());
+        let host = format!("127.0.0.1:{}", free_port());
         let config = dir.path().join("config.yml");
         let mut text = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",

@@ -1,16 +1,17 @@
-//! What IIB's workers ask of an image besides its files: its labels (e.g.
+//! What callers such as IIB's workers ask of an image besides its files: its labels (e.g.
 //! `com.redhat.index.delivery.version`, `operators.operatorframework.io.index.configs.v1`),
 //! the arches it offers, a `skopeo inspect`-like summary for logs, and chosen paths read out
 //! of one arch's layers.
 
-use super::client::{RegistryClient, RegistryError};
-use super::digest::Digest;
-use super::manifest::{ImageManifest, Manifest};
-use super::reference::Reference;
-use super::unpack::{Extractor, Limits, Tree, UnpackError};
+use crate::client::{RegistryClient, RegistryError};
+use crate::digest::Digest;
+use crate::manifest::{ImageManifest, Manifest};
+use crate::reference::Reference;
+use crate::unpack::{Extractor, Limits, Tree, UnpackError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
+/// Why an image could not be inspected or read.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error(transparent)]
@@ -37,6 +38,7 @@ pub struct ArchImage {
 }
 
 impl ArchImage {
+    /// The config's labels (`config.Labels`); non-string values are left out.
     pub fn labels(&self) -> BTreeMap<String, String> {
         self.config["config"]["Labels"]
             .as_object()

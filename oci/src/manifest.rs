@@ -1,20 +1,30 @@
 //! Manifests, image indexes and descriptors: OCI's and Docker's v2 schema 2 media types.
 //! Schema 1 manifests are refused with a clear error.
 
-use super::digest::Digest;
+use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// An OCI image index (a multi-arch image).
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// An OCI image manifest (one arch).
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// An OCI image config.
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI layers: a tar, gzipped, zstd-compressed, or plain.
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+#[allow(missing_docs)]
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+#[allow(missing_docs)]
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Docker's schema 2 manifest list (its multi-arch image).
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker's schema 2 image manifest.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker's image config.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// Docker's gzipped tar layer.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
 
@@ -24,6 +34,7 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 
+/// The platform an index entry is for (`linux`/`amd64`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
@@ -32,6 +43,7 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+/// Content by reference: its media type, digest and size (and, in an index, its platform).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
@@ -44,6 +56,7 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// One arch of an image: its config and layers, lowest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
@@ -56,6 +69,7 @@ pub struct ImageManifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// A multi-arch image: one manifest per platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
@@ -67,12 +81,14 @@ pub struct ImageIndex {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// What a registry answers for a manifest reference: an image or an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
     Image(ImageManifest),
     Index(ImageIndex),
 }
 
+/// Why a manifest could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     #[error("{0} is a Docker schema 1 manifest, which is deprecated and not supported; push the image again with a current client (schema 2 or OCI)")]
@@ -121,6 +137,7 @@ impl Manifest {
         }
     }
 
+    /// Its media type (the OCI one when the document does not say).
     pub fn media_type(&self) -> &str {
         match self {
             Self::Image(m) => m.media_type.as_deref().unwrap_or(OCI_MANIFEST),

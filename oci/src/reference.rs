@@ -2,14 +2,18 @@
 //! Docker distribution grammar does, with Docker Hub's short names (`busybox` is
 //! `docker.io/library/busybox:latest`).
 
-use super::digest::Digest;
+use crate::digest::Digest;
 use std::fmt;
 use std::str::FromStr;
 
+/// The registry of references without one (`busybox`).
 pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's API really lives.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
+/// An image reference; parse one with [`str::parse`]. Its `Display` is the full form:
+/// registry and repository, then the digest if there is one, else the tag
+/// (`docker.io/library/busybox:latest`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Reference {
     /// `host[:port]`, e.g. `quay.io`, `localhost:5000`, `docker.io`.
@@ -20,6 +24,7 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
+/// A text that is not a valid image reference, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{spec:?} is not a valid image reference: {reason}")]
 pub struct ReferenceError {
