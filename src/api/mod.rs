@@ -1,10 +1,15 @@
 //! The REST API v1 (axum), wire-compatible with IIB's. Reads come from the read model only;
 //! writes go through the command bus. One module per concern: `builds` (reads), `links`
-//! (the URL keys of IIB's JSON), `auth`, `error` (IIB's error answers), `request_id`.
+//! (the URL keys of IIB's JSON), `auth`, `error` (IIB's error answers), `request_id`,
+//! `bodies` (the fields each body may hold, for validation and the document), `openapi`.
+//!
+//! [`router`] registers each documented route and adds it to the OpenAPI document in one
+//! step; the few routes outside IIB's API are [`UNDOCUMENTED_ROUTES`].
 
 pub mod admission;
 pub mod artifacts;
 pub mod auth;
+pub mod bodies;
 pub mod builds;
 pub mod error;
 pub mod events;
@@ -25,12 +30,15 @@ use auth::AuthConfig;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use error::{ApiError, ApiResult};
 use links::LinkConfig;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Settings the handlers read, parsed once at start-up.
 #[derive(Debug, Clone)]
@@ -238,64 +246,55 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response {
     raw_json_response(status, value.to_string())
 }
 
+/// Every documented route, registered with axum and added to the OpenAPI document in one
+/// step (`routes!` reads each handler's `#[utoipa::path]`), so a route cannot be served without
+/// being documented, nor documented without being served.
+fn documented_routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthcheck))
+        .routes(routes!(builds::list))
+        .routes(routes!(builds::get_one, patch::patch))
+        .routes(routes!(events::events))
+        .routes(routes!(artifacts::logs))
+        .routes(routes!(artifacts::related_bundles))
+        .routes(routes!(artifacts::nested_bundles))
+        .routes(routes!(artifacts::deprecation_schema))
+        .routes(routes!(submit::add))
+        .routes(routes!(submit::rm))
+        .routes(routes!(submit::add_rm_batch))
+        .routes(routes!(submit::regenerate_bundle))
+        .routes(routes!(submit::regenerate_bundle_batch))
+        .routes(routes!(submit::merge_index_image))
+        .routes(routes!(submit::create_empty_index))
+        .routes(routes!(submit::recursive_related_bundles))
+        .routes(routes!(submit::fbc_operations))
+        .routes(routes!(submit::add_deprecations))
+}
+
+/// The routes served but kept out of the document (method, path): the docs page, the document
+/// itself, and Prometheus' scrape target, none of them part of IIB's API.
+pub const UNDOCUMENTED_ROUTES: [(&str, &str); 3] = [
+    ("GET", "/"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/metrics"),
+];
+
 pub fn router(state: ApiState) -> Router {
     let max_body = state.api.max_body_bytes;
     let gate = admission::CallGate::new(&state.api.http);
-    Router::new()
+    let (documented, document) = documented_routes().split_for_parts();
+    let document: Arc<str> = document
+        .to_json()
+        .unwrap_or_else(|_| "{}".to_string())
+        .into();
+    // These are `UNDOCUMENTED_ROUTES`.
+    documented
         .route("/", get(openapi::docs_page))
-        .route("/api/v1/openapi.json", get(openapi::document))
-        .route("/api/v1/healthcheck", get(healthcheck))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || openapi::document(document.clone())),
+        )
         .route("/metrics", get(metrics))
-        .route("/api/v1/builds", get(builds::list))
-        .route(
-            "/api/v1/builds/{id}",
-            get(builds::get_one).patch(patch::patch),
-        )
-        .route("/api/v1/builds/{id}/events", get(events::events))
-        .route("/api/v1/builds/{id}/logs", get(artifacts::logs))
-        .route(
-            "/api/v1/builds/{id}/related_bundles",
-            get(artifacts::related_bundles),
-        )
-        .route(
-            "/api/v1/builds/{id}/nested-bundles",
-            get(artifacts::nested_bundles),
-        )
-        .route(
-            "/api/v1/builds/{id}/deprecation-schema",
-            get(artifacts::deprecation_schema),
-        )
-        .route("/api/v1/builds/add", post(submit::add))
-        .route("/api/v1/builds/rm", post(submit::rm))
-        .route("/api/v1/builds/add-rm-batch", post(submit::add_rm_batch))
-        .route(
-            "/api/v1/builds/regenerate-bundle",
-            post(submit::regenerate_bundle),
-        )
-        .route(
-            "/api/v1/builds/regenerate-bundle-batch",
-            post(submit::regenerate_bundle_batch),
-        )
-        .route(
-            "/api/v1/builds/merge-index-image",
-            post(submit::merge_index_image),
-        )
-        .route(
-            "/api/v1/builds/create-empty-index",
-            post(submit::create_empty_index),
-        )
-        .route(
-            "/api/v1/builds/recursive-related-bundles",
-            post(submit::recursive_related_bundles),
-        )
-        .route(
-            "/api/v1/builds/fbc-operations",
-            post(submit::fbc_operations),
-        )
-        .route(
-            "/api/v1/builds/add-deprecations",
-            post(submit::add_deprecations),
-        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -231,7 +231,7 @@ fn facts(
 }
 
 #[utoipa::path(patch, path = "/api/v1/builds/{id}", params(("id" = u64, Path, description = "Request id")),
-    request_body = crate::api::openapi::PatchBody,
+    request_body = crate::api::bodies::PatchBody,
     responses(
         (status = 200, description = "The updated request", body = crate::api::openapi::BuildRequest),
         (status = 404, description = "No such request", body = crate::api::openapi::ErrorBody),
@@ -327,4 +327,54 @@ pub async fn patch(
     Ok(state
         .api
         .request_answer(&stored, &base_url(&state, &headers), true, StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::bodies::{BodyFields, PatchBody};
+    use serde_json::json;
+    use std::collections::BTreeSet;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn the_patch_schema_documents_exactly_the_keys_some_request_type_lets_workers_set() {
+        let settable: BTreeSet<&str> = RequestType::ALL
+            .into_iter()
+            .flat_map(mutable_keys)
+            .collect();
+        let documented: BTreeSet<&str> = PatchBody::REQUIRED
+            .iter()
+            .chain(PatchBody::OPTIONAL)
+            .copied()
+            .collect();
+        assert_eq!(settable, documented);
+    }
+
+    #[test]
+    fn each_patch_field_takes_a_value_of_its_documented_type_and_refuses_a_number() {
+        let schema = serde_json::to_value(PatchBody::schema()).unwrap();
+        let has = |types: &Value, t: &str| {
+            types == t || types.as_array().is_some_and(|a| a.contains(&json!(t)))
+        };
+        for (key, property) in schema["properties"].as_object().unwrap() {
+            let image = json!("registry.example.com/image:v1");
+            let value = if has(&property["type"], "array") {
+                json!([image])
+            } else if has(&property["type"], "object") {
+                let inner = &property["additionalProperties"]["type"];
+                if has(inner, "array") {
+                    json!({"operator": [image]})
+                } else {
+                    json!({"operator": image})
+                }
+            } else {
+                image
+            };
+            if let Err(e) = check_value(key, &value) {
+                panic!("{key}: {value} is refused: {}", e.message);
+            }
+            assert!(check_value(key, &json!(1)).is_err(), "{key} takes a number");
+        }
+    }
 }

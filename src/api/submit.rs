@@ -300,49 +300,49 @@ single_endpoint!(
     add,
     validate::add,
     "/api/v1/builds/add",
-    crate::api::openapi::AddBody
+    crate::api::bodies::AddBody
 );
 single_endpoint!(
     rm,
     validate::rm,
     "/api/v1/builds/rm",
-    crate::api::openapi::RmBody
+    crate::api::bodies::RmBody
 );
 single_endpoint!(
     regenerate_bundle,
     validate::regenerate_bundle,
     "/api/v1/builds/regenerate-bundle",
-    crate::api::openapi::RegenerateBundleBody
+    crate::api::bodies::RegenerateBundleBody
 );
 single_endpoint!(
     merge_index_image,
     validate::merge_index_image,
     "/api/v1/builds/merge-index-image",
-    crate::api::openapi::MergeIndexImageBody
+    crate::api::bodies::MergeIndexImageBody
 );
 single_endpoint!(
     create_empty_index,
     validate::create_empty_index,
     "/api/v1/builds/create-empty-index",
-    crate::api::openapi::CreateEmptyIndexBody
+    crate::api::bodies::CreateEmptyIndexBody
 );
 single_endpoint!(
     recursive_related_bundles,
     validate::recursive_related_bundles,
     "/api/v1/builds/recursive-related-bundles",
-    crate::api::openapi::RecursiveRelatedBundlesBody
+    crate::api::bodies::RecursiveRelatedBundlesBody
 );
 single_endpoint!(
     fbc_operations,
     validate::fbc_operations,
     "/api/v1/builds/fbc-operations",
-    crate::api::openapi::FbcOperationsBody
+    crate::api::bodies::FbcOperationsBody
 );
 single_endpoint!(
     add_deprecations,
     validate::add_deprecations,
     "/api/v1/builds/add-deprecations",
-    crate::api::openapi::AddDeprecationsBody
+    crate::api::bodies::AddDeprecationsBody
 );
 
 /// A batch body: its build requests and annotations.
@@ -433,7 +433,7 @@ fn regenerate_item(item: Value, rules: &Rules) -> ApiResult<Validated> {
     validate::regenerate_bundle(object(item)?, rules)
 }
 
-#[utoipa::path(post, path = "/api/v1/builds/add-rm-batch", request_body = crate::api::openapi::BatchBody,
+#[utoipa::path(post, path = "/api/v1/builds/add-rm-batch", request_body = crate::api::bodies::AddRmBatchBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission safely")),
     responses(
         (status = 201, description = "The new requests, one batch", body = Vec<crate::api::openapi::BuildRequest>),
@@ -447,7 +447,7 @@ pub async fn add_rm_batch(
     batch(state, call, headers, body, add_or_rm).await
 }
 
-#[utoipa::path(post, path = "/api/v1/builds/regenerate-bundle-batch", request_body = crate::api::openapi::BatchBody,
+#[utoipa::path(post, path = "/api/v1/builds/regenerate-bundle-batch", request_body = crate::api::bodies::RegenerateBundleBatchBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeat a submission safely")),
     responses(
         (status = 201, description = "The new requests, one batch", body = Vec<crate::api::openapi::BuildRequest>),

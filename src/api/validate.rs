@@ -1,10 +1,16 @@
 //! POST bodies, checked exactly as IIB's `from_json` methods check them, in the same order and
-//! with the same messages, into typed `RequestParams` plus the secrets for the worker.
+//! with the same messages, into typed `RequestParams` plus the secrets for the worker. The keys
+//! each body may hold are those its `bodies` struct declares, the same the OpenAPI document
+//! shows.
 //!
 //! Pure code: the settings it needs come in [`Rules`]. Where IIB answers 500 on malformed
 //! input (a non-string `distribution_scope`, non-string `build_tags`, unknown keys on
 //! merge-index-image), we answer 400 with a clear message instead.
 
+use crate::api::bodies::{
+    AddBody, AddDeprecationsBody, BodyFields, CreateEmptyIndexBody, FbcOperationsBody,
+    MergeIndexImageBody, RecursiveRelatedBundlesBody, RegenerateBundleBody, RmBody,
+};
 use crate::api::error::ApiError;
 use crate::command_bus::RequestSubmission;
 use iib_aggregates::params::*;
@@ -264,25 +270,15 @@ struct IndexImageCommon {
     build_tags: Vec<String>,
 }
 
-/// IIB's `RequestIndexImageMixin._from_json`.
-fn index_image_common(
+/// IIB's `RequestIndexImageMixin._from_json`, for a body of type `B`.
+///
+/// IIB lists `output_fbc` for every type but only create-empty-index has it (the others fail
+/// with a 500): here only create-empty-index's body has it.
+fn index_image_common<B: BodyFields>(
     payload: &mut Payload,
     rules: &Rules,
-    required: &[&str],
-    extra_optional: &[&str],
 ) -> Result<IndexImageCommon> {
-    let mut optional = vec![
-        "add_arches",
-        "binary_image",
-        "overwrite_from_index",
-        "overwrite_from_index_token",
-        "distribution_scope",
-        "build_tags",
-    ];
-    // IIB lists `output_fbc` for every type but only create-empty-index has it (the others
-    // fail with a 500): here only create-empty-index accepts it.
-    optional.extend_from_slice(extra_optional);
-    validate_request_params(payload, required, &optional)?;
+    validate_request_params(payload, B::REQUIRED, B::OPTIONAL)?;
     if !truthy(payload.get("from_index")) && !truthy(payload.get("add_arches")) {
         return Err(bad(
             "One of \"from_index\" or \"add_arches\" must be specified",
@@ -426,21 +422,7 @@ pub fn add(mut payload: Payload, rules: &Rules) -> Result<Validated> {
     };
     let cnr_token = payload.remove("cnr_token");
     payload.remove("force_backport");
-    let common = index_image_common(
-        &mut payload,
-        rules,
-        &[],
-        &[
-            "from_index",
-            "organization",
-            "bundles",
-            "distribution_scope",
-            "deprecation_list",
-            "graph_update_mode",
-            "build_tags",
-            "check_related_images",
-        ],
-    )?;
+    let common = index_image_common::<AddBody>(&mut payload, rules)?;
     let bundles = string_list(payload.get("bundles"), "")?
         .iter()
         .map(|b| pull_spec(b))
@@ -496,7 +478,7 @@ pub fn rm(mut payload: Payload, rules: &Rules) -> Result<Validated> {
     if operators.is_empty() {
         return Err(bad("\"operators\" should be a non-empty array of strings"));
     }
-    let common = index_image_common(&mut payload, rules, &["operators", "from_index"], &[])?;
+    let common = index_image_common::<RmBody>(&mut payload, rules)?;
     Ok(Validated {
         serial: common.overwrite,
         queue_index: common.from_index.clone(),
@@ -520,8 +502,8 @@ pub fn rm(mut payload: Payload, rules: &Rules) -> Result<Validated> {
 pub fn regenerate_bundle(mut payload: Payload, _rules: &Rules) -> Result<Validated> {
     validate_request_params(
         &mut payload,
-        &["from_bundle_image"],
-        &["bundle_replacements", "organization", "registry_auths"],
+        RegenerateBundleBody::REQUIRED,
+        RegenerateBundleBody::OPTIONAL,
     )?;
     let bundle_replacements = match payload.get("bundle_replacements") {
         Some(value) if truthy(Some(value)) => string_map(
@@ -568,22 +550,10 @@ fn registry_auths_secret(value: Option<Value>) -> Result<Vec<(SecretKind, String
 /// `POST /builds/merge-index-image`.
 pub fn merge_index_image(mut payload: Payload, rules: &Rules) -> Result<Validated> {
     // IIB hands unknown keys to its model and fails with a 500; we name them.
-    const KNOWN: [&str; 10] = [
-        "binary_image",
-        "build_tags",
-        "deprecation_list",
-        "distribution_scope",
-        "graph_update_mode",
-        "ignore_bundle_ocp_version",
-        "overwrite_target_index",
-        "overwrite_target_index_token",
-        "source_from_index",
-        "target_index",
-    ];
     let unknown: Vec<&str> = payload
         .keys()
         .map(String::as_str)
-        .filter(|k| !KNOWN.contains(k))
+        .filter(|k| !MergeIndexImageBody::accepts(k))
         .collect();
     if !unknown.is_empty() {
         return Err(bad(format!(
@@ -716,12 +686,7 @@ pub fn create_empty_index(mut payload: Payload, rules: &Rules) -> Result<Validat
             )));
         }
     }
-    let common = index_image_common(
-        &mut payload,
-        rules,
-        &["from_index"],
-        &["labels", "output_fbc"],
-    )?;
+    let common = index_image_common::<CreateEmptyIndexBody>(&mut payload, rules)?;
     Ok(Validated {
         serial: false,
         queue_index: None,
@@ -743,8 +708,8 @@ pub fn create_empty_index(mut payload: Payload, rules: &Rules) -> Result<Validat
 pub fn recursive_related_bundles(mut payload: Payload, _rules: &Rules) -> Result<Validated> {
     validate_request_params(
         &mut payload,
-        &["parent_bundle_image"],
-        &["organization", "registry_auths"],
+        RecursiveRelatedBundlesBody::REQUIRED,
+        RecursiveRelatedBundlesBody::OPTIONAL,
     )?;
     let organization = match payload.get("organization") {
         Some(Value::String(s)) => Some(s.clone()),
@@ -797,28 +762,24 @@ pub fn fbc_operations(mut payload: Payload, rules: &Rules) -> Result<Validated> 
         }
         _ => false,
     };
-    validate_request_params(
-        &mut payload,
-        &["fbc_fragments", "from_index"],
-        &[
-            "add_arches",
-            "binary_image",
-            "distribution_scope",
-            "build_tags",
-            "overwrite_from_index",
-            "overwrite_from_index_token",
-        ],
-    )?;
+    // `fbc_fragment` is folded into `fbc_fragments` by now: one still there (a null) is refused,
+    // and `fbc_fragments` is required.
+    let optional: Vec<&str> = FbcOperationsBody::OPTIONAL
+        .iter()
+        .copied()
+        .filter(|k| *k != "fbc_fragment")
+        .collect();
+    let required: Vec<&str> = FbcOperationsBody::REQUIRED
+        .iter()
+        .copied()
+        .chain(["fbc_fragments"])
+        .collect();
+    validate_request_params(&mut payload, &required, &optional)?;
     let fbc_fragments = string_list(
         payload.get("fbc_fragments"),
         "\"fbc_fragments\" should be either an empty array or an array of non-empty strings",
     )?;
-    let common = index_image_common(
-        &mut payload,
-        rules,
-        &[],
-        &["bundles", "fbc_fragments", "from_index", "organization"],
-    )?;
+    let common = index_image_common::<FbcOperationsBody>(&mut payload, rules)?;
     let fbc_fragments = fbc_fragments
         .iter()
         .map(|f| pull_spec(f))
@@ -856,12 +817,7 @@ pub fn add_deprecations(mut payload: Payload, rules: &Rules) -> Result<Validated
     if serde_json::from_str::<serde::de::IgnoredAny>(&deprecation_schema).is_err() {
         return Err(bad("\"deprecation_schema\" string should be valid JSON"));
     }
-    let common = index_image_common(
-        &mut payload,
-        rules,
-        &["deprecation_schema", "from_index", "operator_package"],
-        &[],
-    )?;
+    let common = index_image_common::<AddDeprecationsBody>(&mut payload, rules)?;
     Ok(Validated {
         serial: common.overwrite,
         queue_index: common.from_index.clone(),
