@@ -10,10 +10,15 @@ pub mod blocking;
 pub mod catalog;
 pub mod catalog_cli;
 pub mod command_bus;
-pub mod config;
+/// The raw settings under their old name, for `registry::ClientOptions::from_config` alone
+/// until the registry moves to its own crate; everything else takes `settings::Settings`.
+pub mod config {
+    pub use crate::settings::source::{Config, SettingsError as ConfigError};
+}
 pub mod projector;
 pub mod registry;
 pub mod replay;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod streaming;

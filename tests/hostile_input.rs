@@ -788,7 +788,10 @@ async fn an_unreadable_request_never_holds_its_serial_queue() {
     }
     let server = Server::start_in(
         dir.path(),
-        &settings(&registry, &[("IIB_QUEUES", r#"{"default": {"concurrency": 1}}"#)]),
+        &settings(
+            &registry,
+            &[("IIB_QUEUES", r#"{"default": {"concurrency": 1}}"#)],
+        ),
         false,
     )
     .await;

@@ -305,7 +305,11 @@ impl Runner {
         }
         let mut claimed = Vec::new();
         let mut blocked_indexes: BTreeSet<String> = BTreeSet::new();
-        let unreadable = self.unreadable.lock().map(|u| u.clone()).unwrap_or_default();
+        let unreadable = self
+            .unreadable
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
         for item in work {
             if claimed.len() >= slots {
                 break;
@@ -346,7 +350,11 @@ impl Runner {
         index: &str,
         item: &WorkItem,
     ) -> Result<bool, StoreError> {
-        let unreadable = self.unreadable.lock().map(|u| u.clone()).unwrap_or_default();
+        let unreadable = self
+            .unreadable
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
         Ok(self
             .store
             .earlier_writers(index, item.id)

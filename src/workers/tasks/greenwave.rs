@@ -82,9 +82,9 @@ pub async fn gate(ctx: &TaskContext, bundles: &[(String, BundleImage)]) -> Resul
             .await
             .map_err(|e| TaskError::Failed(format!("Gating check failed for {bundle}: {e}")))?;
         let ok = answer.status().is_success();
-        let text = read_answer(answer).await.map_err(|e| {
-            TaskError::Failed(format!("Gating check failed for {bundle}: {e}"))
-        })?;
+        let text = read_answer(answer)
+            .await
+            .map_err(|e| TaskError::Failed(format!("Gating check failed for {bundle}: {e}")))?;
         let data: Value = serde_json::from_str(&text).unwrap_or(Value::Object(Default::default()));
         if !ok {
             let message = data
