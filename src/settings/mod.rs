@@ -117,9 +117,7 @@ impl Settings {
     }
 
     fn build(config: Config, env: &Environment) -> Result<Self, SettingsError> {
-        let r = Reader::new(&config);
-        let settings = Self::read(&r, env, config.clone())?;
-        Ok(settings)
+        Self::read(&Reader::new(&config), env, config.clone())
     }
 
     fn read(r: &Reader, env: &Environment, source: Config) -> Result<Self, SettingsError> {
