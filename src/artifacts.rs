@@ -7,7 +7,6 @@
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` or
 //! `AWS_DEFAULT_REGION`); `AWS_ENDPOINT_URL` points at an S3-compatible server.
 
-use crate::config::Config;
 use aws_sdk_s3::primitives::ByteStream;
 
 /// The largest artifact read back from S3 to serve: a request's log or related-bundles file
@@ -60,29 +59,6 @@ impl std::fmt::Debug for S3Bucket {
 }
 
 impl S3Bucket {
-    /// The bucket of `IIB_AWS_S3_BUCKET_NAME`, if set.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
-        let Some(bucket) = config.text("IIB_AWS_S3_BUCKET_NAME") else {
-            return Ok(None);
-        };
-        let env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
-        let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
-        else {
-            return Err(format!(
-                "IIB_AWS_S3_BUCKET_NAME is {bucket:?} but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
-            ));
-        };
-        let region = env("AWS_REGION")
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-east-1".to_string());
-        Ok(Some(Self::new(
-            bucket,
-            &region,
-            env("AWS_ENDPOINT_URL").as_deref(),
-            (&key, &secret, env("AWS_SESSION_TOKEN")),
-        )))
-    }
-
     /// A bucket reached with these credentials (`endpoint`: an S3-compatible server).
     pub fn new(
         bucket: &str,

@@ -1,7 +1,6 @@
 //! Long-running tasks of a worker process: the projector loop, secret expiry (and scrubbing
 //! their bytes from the database's files), and the purge of expired request data.
 
-use crate::config::Config;
 use crate::projector::Projector;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -87,34 +86,6 @@ pub struct Retention {
     /// Each directory with the file-name suffix of the files iib writes there
     /// (`<id>.log`, `<id>_related_bundles.json`, `<id>_recursive_related_bundles.json`).
     pub dirs: Vec<(PathBuf, &'static str)>,
-}
-
-impl Retention {
-    pub fn from_config(config: &Config) -> Self {
-        let dir = |key: &str| {
-            config
-                .text(key)
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-        };
-        let nested = dir("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
-            .or_else(|| dir("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR"));
-        let dirs = [
-            (dir("IIB_REQUEST_LOGS_DIR"), ".log"),
-            (
-                dir("IIB_REQUEST_RELATED_BUNDLES_DIR"),
-                "_related_bundles.json",
-            ),
-            (nested, "_recursive_related_bundles.json"),
-        ]
-        .into_iter()
-        .filter_map(|(dir, suffix)| dir.map(|d| (d, suffix)))
-        .collect();
-        Self {
-            days_to_live: config.integer("IIB_REQUEST_DATA_DAYS_TO_LIVE").unwrap_or(3),
-            dirs,
-        }
-    }
 }
 
 /// What one purge removed.

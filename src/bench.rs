@@ -525,11 +525,11 @@ pub async fn add(
     fixtures: Option<std::path::PathBuf>,
     chain: bool,
 ) -> Result<()> {
-    use iib_oci::build::{layer, ConfigChanges};
-    use iib_oci::{ClientOptions, Reference, RegistryClient};
     use iib_fbc::add::{add_bundles, AddOptions};
     use iib_fbc::declcfg::DeclarativeConfig;
     use iib_fbc::render::{render_bundle, ObjectsAs};
+    use iib_oci::build::{layer, ConfigChanges};
+    use iib_oci::{ClientOptions, Reference, RegistryClient};
     use std::collections::BTreeMap;
 
     let client = RegistryClient::new(ClientOptions::default())?;

@@ -2,13 +2,13 @@
 //! pipelines. Reads bundle images through the registry client (or bundle directories from
 //! disk), and file-based catalog directories; writes as opm writes.
 
-use iib_oci::{ClientOptions, Reference, RegistryClient};
 use anyhow::{bail, Context, Result};
 use iib_fbc::add::{add_bundles, remove_packages, AddOptions, GraphMode};
 use iib_fbc::declcfg::DeclarativeConfig;
 use iib_fbc::load::load_dir;
 use iib_fbc::render::{render_bundle, ObjectsAs, RenderedBundle};
 use iib_fbc::write::{to_string, write_dir, Format};
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use std::path::{Path, PathBuf};
 
 /// opm's `--migrate-level`: which migrations rendered bundles go through.

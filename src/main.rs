@@ -1,11 +1,12 @@
-//! The `iib` command line: `serve`, `api`, `worker`, `migrate`, `replay`, `bench`.
+//! The `iib` command line: `serve`, `api`, `worker`, `migrate`, `relay`, `replay`, `config`,
+//! `catalog`, `bench`.
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use futures_util::FutureExt;
 use iib::command_bus::CommandBus;
-use iib::config::Config;
 use iib::projector::Projector;
+use iib::settings::Settings;
 use iib::store::Store;
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,6 +56,13 @@ enum Command {
         #[arg(long, default_value_t = 0, requires = "to_kafka")]
         from: i64,
     },
+    /// Prints the effective settings: every setting, its value (secrets masked) and where it
+    /// came from (default, file or environment); exits 1 with the problem when they are invalid.
+    Config {
+        /// table or json.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: ConfigOutput,
+    },
     /// The catalog engine on its own (a native opm).
     Catalog {
         #[command(subcommand)]
@@ -65,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         bench: Bench,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConfigOutput {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -224,20 +238,33 @@ async fn main() {
 
 async fn run() -> Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
-    iib::telemetry::init(
-        config.text("IIB_LOG_FORMAT").unwrap_or("pretty"),
-        config.text("IIB_LOG_LEVEL").unwrap_or("INFO"),
-    );
+    let settings = Settings::load(cli.config.as_deref())?;
+    iib::telemetry::init(&settings.telemetry);
+    if !matches!(cli.command, Command::Config { .. }) {
+        settings.log_unused();
+    }
     match cli.command {
-        Command::Serve => serve(&config, true, true).await,
-        Command::Api => serve(&config, true, false).await,
-        Command::Worker => serve(&config, false, true).await,
+        Command::Serve => serve(settings, true, true).await,
+        Command::Api => serve(settings, true, false).await,
+        Command::Worker => serve(settings, false, true).await,
+        Command::Config { output } => {
+            let entries = settings.entries();
+            let text = match output {
+                ConfigOutput::Table => iib::settings::show::to_table(&entries),
+                ConfigOutput::Json => {
+                    format!("{:#}\n", iib::settings::show::to_json(&entries))
+                }
+            };
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
         Command::Relay => {
-            let settings = iib::streaming::relay::RelaySettings::from_config(&config)?
+            let kafka = settings
+                .kafka
+                .clone()
                 .ok_or_else(|| anyhow::anyhow!("set IIB_KAFKA_BROKERS to run the relay"))?;
-            let store = open_migrated(&config).await?;
-            let relay = iib::streaming::relay::Relay::new(store, settings)?;
+            let store = open_migrated(&settings).await?;
+            let relay = iib::streaming::relay::Relay::new(store, kafka)?;
             let shutdown = iib::shutdown::Shutdown::new();
             let stop = shutdown.clone();
             let running =
@@ -247,7 +274,7 @@ async fn run() -> Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let store = open(&config).await?;
+            let store = open(&settings).await?;
             let applied = store.migrate().await?;
             if applied.is_empty() {
                 println!("the database is up to date");
@@ -263,11 +290,13 @@ async fn run() -> Result<()> {
             to_kafka,
             from,
         } => {
-            let store = open_migrated(&config).await?;
+            let store = open_migrated(&settings).await?;
             if to_kafka {
-                let settings = iib::streaming::relay::RelaySettings::from_config(&config)?
+                let kafka = settings
+                    .kafka
+                    .clone()
                     .ok_or_else(|| anyhow::anyhow!("set IIB_KAFKA_BROKERS to replay to Kafka"))?;
-                let relay = iib::streaming::relay::Relay::new(store, settings)?;
+                let relay = iib::streaming::relay::Relay::new(store, kafka)?;
                 relay.ensure_topics().await?;
                 let sent = relay.replay(from).await?;
                 println!("republished {sent} messages of the events after position {from}");
@@ -313,7 +342,7 @@ async fn run() -> Result<()> {
                     output,
                 },
         } => {
-            let mut sources = iib::catalog_cli::Sources::new(client_options(&config)?);
+            let mut sources = iib::catalog_cli::Sources::new(client_options(&settings)?);
             let text = iib::catalog_cli::render(
                 &mut sources,
                 &refs,
@@ -337,7 +366,7 @@ async fn run() -> Result<()> {
                     output,
                 },
         } => {
-            let mut sources = iib::catalog_cli::Sources::new(client_options(&config)?);
+            let mut sources = iib::catalog_cli::Sources::new(client_options(&settings)?);
             let catalog = iib::catalog_cli::catalog_dir(catalog)?;
             let lines = iib::catalog_cli::add(
                 &mut sources,
@@ -412,31 +441,36 @@ async fn run() -> Result<()> {
         Command::Bench {
             bench: Bench::Seed { requests },
         } => {
-            open(&config).await?;
-            iib::bench::seed(&config.database_url(), requests).await
+            open(&settings).await?;
+            iib::bench::seed(&settings.storage.database_url, requests).await
         }
     }
 }
 
-fn client_options(config: &Config) -> Result<iib_oci::ClientOptions> {
-    iib::registry_options::client_options(config).map_err(|e| anyhow::anyhow!(e))
+fn client_options(settings: &Settings) -> Result<iib_oci::ClientOptions> {
+    settings
+        .registry
+        .client_options()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
-async fn open(config: &Config) -> Result<Store> {
-    let url = config.database_url();
-    if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(config.data_dir()).with_context(|| {
-            format!("cannot create IIB_DATA_DIR {}", config.data_dir().display())
+async fn open(settings: &Settings) -> Result<Store> {
+    let storage = &settings.storage;
+    if storage.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&storage.data_dir).with_context(|| {
+            format!("cannot create IIB_DATA_DIR {}", storage.data_dir.display())
         })?;
     }
-    let store = Store::connect(&url).await.with_context(|| {
-        "cannot open the database (IIB_DATABASE_URL); is it running and reachable?"
-    })?;
-    Ok(store.with_secret_key(config.secret_key()?))
+    let store = Store::connect(&storage.database_url)
+        .await
+        .with_context(|| {
+            "cannot open the database (IIB_DATABASE_URL); is it running and reachable?"
+        })?;
+    Ok(store.with_secret_key(storage.secret_key.clone()))
 }
 
-async fn open_migrated(config: &Config) -> Result<Store> {
-    let store = open(config).await?;
+async fn open_migrated(settings: &Settings) -> Result<Store> {
+    let store = open(settings).await?;
     let applied = store.migrate().await?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied database migrations");
@@ -471,9 +505,9 @@ fn header_timeout<A>(server: &mut axum_server::Server<std::net::SocketAddr, A>, 
     server.http_builder().http1().header_read_timeout(timeout);
 }
 
-async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
-    let store = open_migrated(config).await?;
-    let bus = CommandBus::new(store.clone(), config.secret_lifetime());
+async fn serve(settings: Settings, api: bool, workers: bool) -> Result<()> {
+    let store = open_migrated(&settings).await?;
+    let bus = CommandBus::new(store.clone(), settings.storage.secret_lifetime);
     let shutdown = iib::shutdown::Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     if workers {
@@ -488,21 +522,19 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
         ));
         tasks.spawn(iib::background::purge_request_data_periodically(
             store.clone(),
-            iib::background::Retention::from_config(config),
+            settings.storage.retention.clone(),
             shutdown.clone(),
         ));
-        if let Some(relay) = iib::streaming::relay::RelaySettings::from_config(config)? {
-            let relay = iib::streaming::relay::Relay::new(store.clone(), relay)?;
+        if let Some(kafka) = settings.kafka.clone() {
+            let relay = iib::streaming::relay::Relay::new(store.clone(), kafka)?;
             tasks.spawn(relay.run(bus.committed(), shutdown.clone()));
         }
-        let settings = iib::workers::settings::WorkerSettings::from_config(config)
-            .map_err(|e| anyhow::anyhow!(e))?;
-        if config.flag("IIB_QUEUE_ACTORS") {
+        if settings.workers.queue_actors {
             let workers = iib::workers::run(
                 store.clone(),
                 bus.clone(),
-                client_options(config)?,
-                settings,
+                client_options(&settings)?,
+                settings.workers.clone(),
                 shutdown.clone(),
             );
             tasks.spawn(async move {
@@ -513,30 +545,30 @@ async fn serve(config: &Config, api: bool, workers: bool) -> Result<()> {
         }
     }
     if api {
-        let addr = config.listen_addr()?;
+        let addr = settings.listen.addr;
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen on {addr} (IIB_LISTEN_ADDR)"))?;
         listener.set_nonblocking(true)?;
-        let mut settings = iib::api::ApiSettings::from_config(config)?;
-        settings.s3 =
-            iib::artifacts::S3Bucket::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
-        let tls = match (config.text("IIB_TLS_CERT"), config.text("IIB_TLS_KEY")) {
-            (Some(cert), Some(key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        let tls = match &settings.listen.tls {
+            Some(files) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
                     .await
                     .with_context(|| {
-                        format!("cannot load the TLS certificate {cert} and key {key} (IIB_TLS_CERT, IIB_TLS_KEY)")
+                        format!(
+                            "cannot load the TLS certificate {} and key {} (IIB_TLS_CERT, IIB_TLS_KEY)",
+                            files.cert.display(),
+                            files.key.display()
+                        )
                     })?,
             ),
-            (None, None) => None,
-            _ => bail!("set both IIB_TLS_CERT and IIB_TLS_KEY to serve HTTPS, or neither"),
+            None => None,
         };
-        let http = settings.http;
-        settings.auth.log_trust_model();
+        let http = settings.api.http;
+        settings.api.auth.log_trust_model();
         let app = iib::api::router(iib::api::ApiState::new(
             store.clone(),
             bus.clone(),
-            settings,
+            settings.api.clone(),
             shutdown.clone(),
         ))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();

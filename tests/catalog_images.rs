@@ -6,11 +6,11 @@
 mod support;
 
 use iib::catalog_cli::{MigrateLevel, Sources};
-use iib_oci::{ClientOptions, Reference, RegistryClient};
 use iib_fbc::add::{add_bundles, AddOptions};
 use iib_fbc::declcfg::DeclarativeConfig;
 use iib_fbc::load::load_dir;
 use iib_fbc::render::ObjectsAs;
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

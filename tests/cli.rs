@@ -145,6 +145,178 @@ fn unknown_or_malformed_settings_stop_start_up_naming_them() {
     assert!(text(&out.stderr).contains("setting IIB_USER_TO_QUEUE must be a JSON object"));
 }
 
+#[test]
+fn iib_config_prints_every_setting_its_value_and_origin_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("iib.toml");
+    std::fs::write(
+        &file,
+        "IIB_MAX_PER_PAGE = 50\nIIB_REGISTRY = \"registry.example.com\"\n",
+    )
+    .unwrap();
+    let config = |output: &str| {
+        Command::new(env!("CARGO_BIN_EXE_iib"))
+            .args([
+                "--config",
+                file.to_str().unwrap(),
+                "config",
+                "--output",
+                output,
+            ])
+            .env_clear()
+            .env("IIB_DATA_DIR", dir.path())
+            .env("IIB_REGISTRY", "quay.example.com")
+            .env(
+                "IIB_SECRET_KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            )
+            .env(
+                "IIB_DATABASE_URL",
+                "postgres://iib:hunter2@db.example.com/iib",
+            )
+            .env(
+                "IIB_KAFKA_PROPERTIES",
+                r#"{"sasl.username": "iib", "sasl.password": "hunter3"}"#,
+            )
+            .env("IIB_OTEL_TRACING", "true")
+            .output()
+            .unwrap()
+    };
+
+    let out = config("json");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("hunter"), "a secret leaked:\n{stdout}");
+    assert!(
+        !stdout.contains("MDEyMzQ1"),
+        "the secret key leaked:\n{stdout}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for setting in iib::settings::SETTINGS {
+        assert!(shown.get(setting.key).is_some(), "{} missing", setting.key);
+    }
+    let entry = |key: &str| {
+        (
+            shown[key]["value"].clone(),
+            shown[key]["source"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(entry("IIB_MAX_PER_PAGE"), (50.into(), "file".into()));
+    // The environment wins over the file.
+    assert_eq!(
+        entry("IIB_REGISTRY"),
+        ("quay.example.com".into(), "environment".into())
+    );
+    assert_eq!(entry("IIB_TOTAL_ATTEMPTS"), (5.into(), "default".into()));
+    assert_eq!(
+        entry("IIB_KAFKA_BROKERS"),
+        (serde_json::Value::Null, "default".into())
+    );
+    assert_eq!(
+        entry("IIB_SECRET_KEY"),
+        ("*****".into(), "environment".into())
+    );
+    assert_eq!(
+        entry("IIB_DATABASE_URL").0,
+        "postgres://iib:*****@db.example.com/iib"
+    );
+    assert_eq!(
+        shown["IIB_KAFKA_PROPERTIES"]["value"],
+        serde_json::json!({"sasl.username": "iib", "sasl.password": "*****"})
+    );
+    assert_eq!(shown["IIB_OTEL_TRACING"]["used"], false);
+    assert_eq!(shown["IIB_MAX_PER_PAGE"]["used"], true);
+
+    let out = config("table");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(!table.contains("hunter"), "a secret leaked:\n{table}");
+    assert!(table.starts_with("SETTING "), "{table}");
+    let row = |key: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key} row in:\n{table}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row("IIB_MAX_PER_PAGE"), "IIB_MAX_PER_PAGE 50 file");
+    assert_eq!(row("IIB_TOTAL_ATTEMPTS"), "IIB_TOTAL_ATTEMPTS 5 default");
+    assert_eq!(
+        row("IIB_KAFKA_BROKERS"),
+        "IIB_KAFKA_BROKERS (unset) default"
+    );
+    assert_eq!(
+        row("IIB_OTEL_TRACING"),
+        "IIB_OTEL_TRACING true environment accepted for IIB compatibility, not used"
+    );
+}
+
+#[test]
+fn iib_config_exits_1_naming_a_setting_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .arg("config")
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .env("IIB_TOTAL_ATTEMPTS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "iib: setting IIB_TOTAL_ATTEMPTS must be at least 1, got 0\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn the_example_configuration_file_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/iib.example.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .args(["--config", example, "config", "--output", "json"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["IIB_DATA_DIR"]["value"], "/var/lib/iib");
+    assert_eq!(shown["IIB_DATA_DIR"]["source"], "file");
+}
+
+#[test]
+fn settings_accepted_for_iib_compatibility_but_not_used_are_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .arg("migrate")
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .env("IIB_OTEL_TRACING", "true")
+        .env("IIB_SAC_QUEUES", r#"["iib_sac"]"#)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logs = text(&out.stderr);
+    let named: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("accepted for IIB compatibility, not used"))
+        .collect();
+    assert_eq!(named.len(), 1, "{logs}");
+    assert!(
+        named[0].ends_with(
+            "accepted for IIB compatibility, not used: IIB_OTEL_TRACING, IIB_SAC_QUEUES"
+        ),
+        "{logs}"
+    );
+    let out = iib(dir.path(), &["migrate"]);
+    assert!(
+        !text(&out.stderr).contains("not used"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

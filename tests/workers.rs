@@ -4,10 +4,10 @@
 mod support;
 
 use iib::catalog_cli::Sources;
-use iib_oci::{ClientOptions, Reference, RegistryClient};
 use iib_fbc::add::{add_bundles, AddOptions};
 use iib_fbc::declcfg::DeclarativeConfig;
 use iib_fbc::render::ObjectsAs;
+use iib_oci::{ClientOptions, Reference, RegistryClient};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::process::Command;

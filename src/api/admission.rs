@@ -13,7 +13,6 @@
 //!   (event streams answer at once and are bounded on their own, see `events`).
 
 use crate::api::error::ApiError;
-use crate::config::{Config, ConfigError};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -26,7 +25,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The HTTP server's limits, from the settings.
+/// The HTTP server's limits, from the settings (`crate::settings` reads and checks them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     pub max_connections: usize,
@@ -35,53 +34,6 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// `IIB_MAX_EVENT_STREAMS`: open Server-Sent Events streams.
     pub max_event_streams: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            max_concurrent_requests: 256,
-            header_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-            max_event_streams: 256,
-        }
-    }
-}
-
-impl HttpLimits {
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let defaults = Self::default();
-        let positive = |key: &str, default: u64| -> Result<u64, ConfigError> {
-            match config.integer(key) {
-                None => Ok(default),
-                Some(n) if n >= 1 => Ok(n as u64),
-                Some(n) => Err(ConfigError::Malformed {
-                    key: key.to_string(),
-                    expected: "a positive integer",
-                    value: n.to_string(),
-                }),
-            }
-        };
-        Ok(Self {
-            max_connections: positive("IIB_HTTP_MAX_CONNECTIONS", defaults.max_connections as u64)?
-                as usize,
-            max_concurrent_requests: positive(
-                "IIB_HTTP_MAX_CONCURRENT_REQUESTS",
-                defaults.max_concurrent_requests as u64,
-            )? as usize,
-            header_timeout: Duration::from_secs(positive(
-                "IIB_HTTP_HEADER_TIMEOUT_SECONDS",
-                defaults.header_timeout.as_secs(),
-            )?),
-            request_timeout: Duration::from_secs(positive(
-                "IIB_HTTP_REQUEST_TIMEOUT_SECONDS",
-                defaults.request_timeout.as_secs(),
-            )?),
-            max_event_streams: positive("IIB_MAX_EVENT_STREAMS", defaults.max_event_streams as u64)?
-                as usize,
-        })
-    }
 }
 
 /// The per-call gate: a slot among `IIB_HTTP_MAX_CONCURRENT_REQUESTS`, and the time limit.

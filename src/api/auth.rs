@@ -5,7 +5,6 @@
 //! configuration. With `LOGIN_DISABLED=true` everyone is anonymous and may write.
 
 use crate::api::error::ApiError;
-use crate::config::Config;
 use axum::http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,30 +22,6 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
-        let trusted_proxies = config
-            .strings("IIB_TRUSTED_PROXIES")
-            .into_iter()
-            .map(|ip| {
-                ip.parse()
-                    .map_err(|_| crate::config::ConfigError::Malformed {
-                        key: "IIB_TRUSTED_PROXIES".into(),
-                        expected: "a JSON array of IP addresses",
-                        value: ip.clone(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            login_disabled: config.flag("LOGIN_DISABLED"),
-            user_header: config
-                .text("IIB_AUTH_USER_HEADER")
-                .unwrap_or("X-Remote-User")
-                .to_string(),
-            trusted_proxies,
-            worker_usernames: config.strings("IIB_WORKER_USERNAMES"),
-        })
-    }
-
     /// The authenticated user of a call, if any.
     pub fn user(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<String> {
         let peer = peer?;

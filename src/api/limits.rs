@@ -10,10 +10,9 @@
 //! everything it does check (`validate`).
 
 use crate::api::error::ApiError;
-use crate::config::Config;
 use serde_json::Value;
 
-/// The limits, from the settings.
+/// The limits, from the settings (`crate::settings` reads and checks them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `IIB_MAX_JSON_DEPTH`: how deeply arrays and objects may nest (the body itself is 1).
@@ -26,17 +25,6 @@ pub struct Limits {
     pub max_batch_requests: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_depth: 32,
-            max_items: 1000,
-            max_string_bytes: 65536,
-            max_batch_requests: 200,
-        }
-    }
-}
-
 /// Keys whose string values are free text, where tabs and line breaks are fine (a deprecation
 /// schema is a JSON or YAML document; a worker's `state_reason` may span lines); every other
 /// string is a pull spec, a name, a tag or a token.
@@ -46,36 +34,6 @@ const FREE_TEXT_KEYS: &[&str] = &["deprecation_schema", "state_reason"];
 const FREE_JSON_KEYS: &[&str] = &["annotations"];
 
 impl Limits {
-    pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
-        let defaults = Self::default();
-        let positive = |key: &str, default: usize| -> Result<usize, crate::config::ConfigError> {
-            match config.integer(key) {
-                None => Ok(default),
-                Some(n) if n >= 1 => Ok(n as usize),
-                Some(n) => Err(crate::config::ConfigError::Malformed {
-                    key: key.to_string(),
-                    expected: "a positive integer",
-                    value: n.to_string(),
-                }),
-            }
-        };
-        let limits = Self {
-            max_depth: positive("IIB_MAX_JSON_DEPTH", defaults.max_depth)?,
-            max_items: positive("IIB_MAX_LIST_ITEMS", defaults.max_items)?,
-            max_string_bytes: positive("IIB_MAX_STRING_BYTES", defaults.max_string_bytes)?,
-            max_batch_requests: positive("IIB_MAX_BATCH_REQUESTS", defaults.max_batch_requests)?,
-        };
-        // A stored event wraps the body in a few levels; serde_json reads back 128 at most.
-        if limits.max_depth > 100 {
-            return Err(crate::config::ConfigError::Malformed {
-                key: "IIB_MAX_JSON_DEPTH".into(),
-                expected: "an integer from 1 to 100 (stored events must stay readable)",
-                value: limits.max_depth.to_string(),
-            });
-        }
-        Ok(limits)
-    }
-
     /// Checks a parsed body; the error names the first offending field and the setting that
     /// bounds it.
     pub fn check(&self, body: &Value) -> Result<(), ApiError> {
@@ -180,6 +138,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The limits IIB_MAX_* give by default.
+    fn defaults() -> Limits {
+        crate::settings::Settings::defaults().api.limits
+    }
+
     fn nested(depth: usize) -> Value {
         let mut value = json!("leaf");
         for _ in 0..depth {
@@ -190,7 +153,7 @@ mod tests {
 
     #[test]
     fn nesting_is_bounded_everywhere_with_the_field_named() {
-        let limits = Limits::default();
+        let limits = defaults();
         assert!(limits.check(&json!({"annotations": nested(30)})).is_ok());
         let error = limits
             .check(&json!({"annotations": {"a": nested(40)}}))
@@ -208,7 +171,7 @@ mod tests {
 
     #[test]
     fn nul_is_refused_everywhere_and_control_characters_outside_free_text() {
-        let limits = Limits::default();
+        let limits = defaults();
         let error = limits
             .check(&json!({"bundles": ["quay.io/a/b:1\u{0}"]}))
             .unwrap_err();
@@ -239,7 +202,7 @@ mod tests {
         let limits = Limits {
             max_items: 3,
             max_string_bytes: 8,
-            ..Limits::default()
+            ..defaults()
         };
         assert!(limits.check(&json!({"bundles": ["a", "b", "c"]})).is_ok());
         let error = limits
@@ -252,6 +215,6 @@ mod tests {
         assert!(limits.check(&json!({"from_index": "123456789"})).is_err());
         assert!(limits.check(&json!({"123456789": 1})).is_err());
         assert!(limits.check_batch(200).is_ok());
-        assert!(Limits::default().check_batch(201).is_err());
+        assert!(defaults().check_batch(201).is_err());
     }
 }

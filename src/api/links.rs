@@ -2,7 +2,6 @@
 //! configured: `logs`, `related_bundles`, `nested_bundles` (each `{expiration, url}`) and
 //! `deprecation_schema_url`. The read model stores the JSON without them.
 
-use crate::config::Config;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use iib_projections::render::Json;
 use iib_projections::timestamp::iib_timestamp;
@@ -18,16 +17,6 @@ pub struct LinkConfig {
 }
 
 impl LinkConfig {
-    pub fn from_config(config: &Config) -> Self {
-        let set = |key: &str| config.text(key).is_some_and(|v| !v.is_empty());
-        let s3 = set("IIB_AWS_S3_BUCKET_NAME");
-        Self {
-            logs_kept: set("IIB_REQUEST_LOGS_DIR") || s3,
-            related_bundles_kept: set("IIB_REQUEST_RELATED_BUNDLES_DIR") || s3,
-            days_to_live: config.integer("IIB_REQUEST_DATA_DAYS_TO_LIVE").unwrap_or(3),
-        }
-    }
-
     /// When a request's data expires: its last state change plus the days to live.
     pub fn expiration(&self, updated: DateTime<Utc>) -> DateTime<Utc> {
         updated + chrono::Duration::days(self.days_to_live)

@@ -24,7 +24,6 @@ pub mod submit;
 pub mod validate;
 
 use crate::command_bus::CommandBus;
-use crate::config::Config;
 use crate::store::Store;
 use auth::AuthConfig;
 use axum::extract::{DefaultBodyLimit, State};
@@ -40,7 +39,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Settings the handlers read, parsed once at start-up.
+/// Settings the handlers read, built once at start-up by `crate::settings`.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub auth: AuthConfig,
@@ -72,54 +71,6 @@ pub struct DataDirs {
 }
 
 impl ApiSettings {
-    pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
-        Ok(Self {
-            auth: AuthConfig::from_config(config)?,
-            links: LinkConfig::from_config(config),
-            max_per_page: config.integer("IIB_MAX_PER_PAGE").unwrap_or(20).max(1),
-            public_url: config
-                .text("IIB_PUBLIC_URL")
-                .filter(|u| !u.is_empty())
-                .map(|u| u.trim_end_matches('/').to_string()),
-            tls: config.text("IIB_TLS_CERT").is_some() && config.text("IIB_TLS_KEY").is_some(),
-            max_body_bytes: config
-                .integer("IIB_MAX_BODY_BYTES")
-                .unwrap_or(16 << 20)
-                .max(1024) as usize,
-            limits: limits::Limits::from_config(config)?,
-            http: admission::HttpLimits::from_config(config)?,
-            rules: validate::Rules {
-                binary_image_config_empty: config
-                    .get("IIB_BINARY_IMAGE_CONFIG")
-                    .and_then(Value::as_object)
-                    .is_none_or(Map::is_empty),
-                graph_mode_options: config.strings("IIB_GRAPH_MODE_OPTIONS"),
-                graph_mode_index_allow_list: config.strings("IIB_GRAPH_MODE_INDEX_ALLOW_LIST"),
-                authenticated: false,
-            },
-            dirs: {
-                let dir = |key: &str| {
-                    config
-                        .text(key)
-                        .filter(|d| !d.is_empty())
-                        .map(std::path::PathBuf::from)
-                };
-                DataDirs {
-                    logs: dir("IIB_REQUEST_LOGS_DIR"),
-                    related_bundles: dir("IIB_REQUEST_RELATED_BUNDLES_DIR"),
-                    nested_bundles: dir("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
-                        .or_else(|| dir("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR")),
-                }
-            },
-            s3: None,
-            user_to_queue: config
-                .get("IIB_USER_TO_QUEUE")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
-        })
-    }
-
     /// A stored request JSON as IIB answers it: with its link keys.
     pub fn request_answer(
         &self,

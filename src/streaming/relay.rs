@@ -7,7 +7,6 @@
 //! relay goes on; transient errors are retried.
 
 use super::messages::{messages_for, Message, Topics};
-use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::store::{DeadLetter, Store, StoreError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -74,53 +73,6 @@ pub struct RelaySettings {
 }
 
 impl RelaySettings {
-    /// `None` when no brokers are configured: the relay is off.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, RelayError> {
-        let Some(brokers) = config.text("IIB_KAFKA_BROKERS").filter(|b| !b.is_empty()) else {
-            return Ok(None);
-        };
-        let properties = config
-            .get("IIB_KAFKA_PROPERTIES")
-            .and_then(|v| v.as_object())
-            .map(|map| {
-                map.iter()
-                    .map(|(k, v)| match v {
-                        serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
-                        serde_json::Value::Number(n) => Ok((k.clone(), n.to_string())),
-                        serde_json::Value::Bool(b) => Ok((k.clone(), b.to_string())),
-                        _ => Err(RelayError::Config(format!(
-                            "setting IIB_KAFKA_PROPERTIES: the value of {k} must be a string, number or boolean"
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        Ok(Some(Self {
-            brokers: brokers.to_string(),
-            topics: Topics {
-                build_state: config
-                    .text("IIB_KAFKA_BUILD_STATE_TOPIC")
-                    .unwrap_or("iib.build.state")
-                    .into(),
-                batch_state: config
-                    .text("IIB_KAFKA_BATCH_STATE_TOPIC")
-                    .unwrap_or("iib.batch.state")
-                    .into(),
-                events: config
-                    .text("IIB_KAFKA_EVENTS_TOPIC")
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string),
-            },
-            partitions: config.integer("IIB_KAFKA_PARTITIONS").unwrap_or(3).max(1) as i32,
-            replication_factor: config
-                .integer("IIB_KAFKA_REPLICATION_FACTOR")
-                .unwrap_or(1)
-                .max(1) as i32,
-            properties,
-        }))
-    }
-
     /// The client settings: `defaults` first, then what IIB_KAFKA_PROPERTIES says (which wins).
     fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -5,11 +5,11 @@
 use super::index_catalog::CatalogFiles;
 use super::runner::TaskContext;
 use super::tasks::TaskError;
+use iib_fbc::render::ObjectsAs;
 use iib_oci::build::{layer, ConfigChanges};
 use iib_oci::bundle::{CONFIGS_LABEL, DATABASE_LABEL};
 use iib_oci::unpack::Node;
 use iib_oci::Reference;
-use iib_fbc::render::ObjectsAs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -228,10 +228,7 @@ fn index_changes(
 
 /// `files` (relative to the configs dir) as entries of a layer, tarred and gzipped off the
 /// async runtime.
-async fn configs_layer(
-    files: &BTreeMap<String, Vec<u8>>,
-    opaque: bool,
-) -> iib_oci::build::Layer {
+async fn configs_layer(files: &BTreeMap<String, Vec<u8>>, opaque: bool) -> iib_oci::build::Layer {
     let mut entries: BTreeMap<String, Vec<u8>> = files
         .iter()
         .map(|(path, bytes)| {

@@ -1,7 +1,6 @@
 //! What the workers need from the configuration: the queues and how each runs, and IIB's
-//! worker settings for the build steps.
+//! worker settings for the build steps. Built once at start-up by `crate::settings`.
 
-use crate::config::Config;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,6 +44,8 @@ impl Queue {
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
+    /// `IIB_QUEUE_ACTORS`: whether `serve` and `worker` run requests at all.
+    pub queue_actors: bool,
     pub queues: Vec<Queue>,
     /// How long a claim lasts without a heartbeat; a dead worker's request is taken over after.
     pub lease: Duration,
@@ -85,121 +86,7 @@ pub struct WorkerSettings {
     pub panic_on: Option<String>,
 }
 
-/// A queue's settings: `IIB_QUEUES` names it, else a queue whose name says "serial" runs one
-/// request at a time, others two.
-fn queue_settings(all: &BTreeMap<String, QueueSettings>, name: Option<&str>) -> QueueSettings {
-    let key = name.unwrap_or("default");
-    all.get(key).cloned().unwrap_or_else(|| QueueSettings {
-        concurrency: if key.contains("serial") { 1 } else { 2 },
-        ..QueueSettings::default()
-    })
-}
-
-/// A JSON setting as a typed value (empty when unset).
-fn from_json<T: serde::de::DeserializeOwned + Default>(
-    config: &Config,
-    key: &str,
-) -> Result<T, String> {
-    match config.get(key) {
-        Some(value) => serde_json::from_value(value.clone()).map_err(|e| format!("{key}: {e}")),
-        None => Ok(T::default()),
-    }
-}
-
 impl WorkerSettings {
-    pub fn from_config(config: &Config) -> Result<Self, String> {
-        let json = |key: &str| config.get(key).cloned();
-        let queues_config: BTreeMap<String, QueueSettings> = match json("IIB_QUEUES") {
-            Some(value) => serde_json::from_value(value).map_err(|e| format!("IIB_QUEUES: {e}"))?,
-            None => BTreeMap::new(),
-        };
-        // The default queue, and every queue IIB_USER_TO_QUEUE routes to.
-        let mut names: Vec<Option<String>> = vec![None];
-        if let Some(serde_json::Value::Object(map)) = json("IIB_USER_TO_QUEUE") {
-            for queue in map.values().filter_map(|v| v.as_str()) {
-                if !names.contains(&Some(queue.to_string())) {
-                    names.push(Some(queue.to_string()));
-                }
-            }
-        }
-        for name in queues_config.keys() {
-            let name = (name != "default").then(|| name.clone());
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        let mut queues: Vec<Queue> = names
-            .into_iter()
-            .map(|name| Queue {
-                settings: queue_settings(&queues_config, name.as_deref()),
-                name,
-            })
-            .collect();
-        for queue in &queues {
-            if queue.settings.concurrency == 0 {
-                return Err(format!(
-                    "IIB_QUEUES: queue {} has concurrency 0",
-                    queue.label()
-                ));
-            }
-        }
-        queues.sort_by_key(|q| std::cmp::Reverse(q.settings.priority));
-        Ok(Self {
-            queues,
-            lease: Duration::from_secs(
-                config
-                    .integer("IIB_WORKER_LEASE_SECONDS")
-                    .unwrap_or(60)
-                    .max(5) as u64,
-            ),
-            max_attempts: config
-                .integer("IIB_WORKER_MAX_ATTEMPTS")
-                .unwrap_or(3)
-                .max(1) as u32,
-            max_catalog_layers: config
-                .integer("IIB_INDEX_MAX_CATALOG_LAYERS")
-                .unwrap_or(8)
-                .max(0) as usize,
-            catalog_cache_bytes: (config
-                .integer("IIB_WORKER_CATALOG_CACHE_MB")
-                .unwrap_or(128)
-                .max(0) as usize)
-                << 20,
-            registry: config.text("IIB_REGISTRY").map(str::to_string),
-            push_template: config
-                .text("IIB_IMAGE_PUSH_TEMPLATE")
-                .unwrap_or("{registry}/iib-build:{request_id}")
-                .to_string(),
-            output_registry: config
-                .text("IIB_INDEX_IMAGE_OUTPUT_REGISTRY")
-                .map(str::to_string),
-            binary_image_config: from_json(config, "IIB_BINARY_IMAGE_CONFIG")?,
-            request_logs_dir: config.text("IIB_REQUEST_LOGS_DIR").map(PathBuf::from),
-            related_bundles_dir: config
-                .text("IIB_REQUEST_RELATED_BUNDLES_DIR")
-                .map(PathBuf::from),
-            recursive_related_bundles_dir: config
-                .text("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR")
-                .or_else(|| config.text("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR"))
-                .map(PathBuf::from),
-            max_recursive_related_bundles: config
-                .integer("IIB_MAX_RECURSIVE_RELATED_BUNDLES")
-                .unwrap_or(15)
-                .max(0) as usize,
-            greenwave_url: config.text("IIB_GREENWAVE_URL").map(str::to_string),
-            greenwave_config: from_json(config, "IIB_GREENWAVE_CONFIG")?,
-            organization_customizations: from_json(config, "IIB_ORGANIZATION_CUSTOMIZATIONS")?,
-            required_labels: from_json(config, "IIB_REQUIRED_LABELS")?,
-            no_ocp_label_allow_list: config.strings("IIB_NO_OCP_LABEL_ALLOW_LIST"),
-            related_image_registry_replacement: from_json(
-                config,
-                "IIB_RELATED_IMAGE_REGISTRY_REPLACEMENT",
-            )?,
-            s3: crate::artifacts::S3Bucket::from_config(config)?,
-            panic_on: config.text("IIB_TEST_PANIC_ON").map(str::to_string),
-        })
-    }
-
     /// The pull spec a request's index image is pushed to.
     pub fn push_target(&self, request_id: u64) -> Result<String, String> {
         let registry = self

@@ -5,8 +5,6 @@
 //! what IIB records.
 
 use super::TaskError;
-use iib_oci::auth::Credentials;
-use iib_oci::bundle::BundleImage;
 use crate::workers::index_catalog::{CatalogFiles, Selection};
 use crate::workers::index_image::{
     self, arches_of, binary_image, build_and_push, build_on_previous, output_pull_spec, parse,
@@ -23,6 +21,8 @@ use iib_fbc::declcfg::DeclarativeConfig;
 use iib_fbc::deprecate::deprecate_truncate;
 use iib_fbc::model::validate;
 use iib_fbc::render::{render_bundle, ObjectsAs, RenderedBundle};
+use iib_oci::auth::Credentials;
+use iib_oci::bundle::BundleImage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

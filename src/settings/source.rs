@@ -1,14 +1,16 @@
-//! Configuration: environment variables named after IIB's settings (its web settings as they
-//! are, its lower-case worker settings upper-cased), plus our own, optionally from a TOML
-//! file (`--config`) with the same keys; the environment wins.
+//! Where settings come from: environment variables named after IIB's settings (its web
+//! settings as they are, its lower-case worker settings upper-cased), plus our own, optionally
+//! from a TOML file (`--config`) with the same keys; the environment wins.
 //!
-//! Every key is declared once in [`SETTINGS`] with its kind and IIB's default. An unknown
-//! `IIB_*` key, or a value of the wrong kind, stops start-up with a message naming it.
+//! Every key is declared once in [`SETTINGS`] with its kind and IIB's default: this table is
+//! the one place names, kinds and defaults are written. An unknown `IIB_*` key, or a value of
+//! the wrong kind, stops start-up with a message naming it. What the values mean, and which
+//! are in range, is the typed layer's business (the sibling modules); nothing outside
+//! `settings/` looks a key up.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -26,16 +28,34 @@ pub struct Setting {
     pub kind: Kind,
     /// IIB's default, as the environment would spell it.
     pub default: Option<&'static str>,
+    /// Whether iib acts on it; `false`: accepted so that IIB's deployments start unchanged,
+    /// and named at start-up when set.
+    pub used: bool,
 }
 
 const fn s(key: &'static str, kind: Kind, default: Option<&'static str>) -> Setting {
-    Setting { key, kind, default }
+    Setting {
+        key,
+        kind,
+        default,
+        used: true,
+    }
+}
+
+/// An IIB setting iib accepts but does not act on.
+const fn unused(key: &'static str, kind: Kind, default: Option<&'static str>) -> Setting {
+    Setting {
+        key,
+        kind,
+        default,
+        used: false,
+    }
 }
 
 use Kind::*;
 
-/// Every setting we read. Those that later issues act on are declared now so that
-/// deployments can set them without start-up failing.
+/// Every setting we accept. IIB's settings that iib does not act on (yet) are declared with
+/// `unused` so that deployments can keep setting them; start-up names those that are set.
 pub const SETTINGS: &[Setting] = &[
     // Ours.
     s("IIB_LISTEN_ADDR", Text, Some("127.0.0.1:8080")),
@@ -76,10 +96,10 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_REGISTRY_MAX_LAYER_BYTES", Integer, Some("1073741824")),
     s("IIB_REGISTRY_MAX_IMAGE_BYTES", Integer, Some("2147483648")),
     // IIB's web settings.
-    s("IIB_ADDITIONAL_LOGGERS", List, Some("[]")),
+    unused("IIB_ADDITIONAL_LOGGERS", List, Some("[]")),
     s("IIB_AWS_S3_BUCKET_NAME", Text, None),
     s("IIB_BINARY_IMAGE_CONFIG", Object, Some("{}")),
-    s("IIB_FORCE_OVERWRITE_FROM_INDEX", Bool, Some("false")),
+    unused("IIB_FORCE_OVERWRITE_FROM_INDEX", Bool, Some("false")),
     s("IIB_GRAPH_MODE_INDEX_ALLOW_LIST", List, Some("[]")),
     s(
         "IIB_GRAPH_MODE_OPTIONS",
@@ -87,11 +107,11 @@ pub const SETTINGS: &[Setting] = &[
         Some(r#"["replaces","semver","semver-skippatch"]"#),
     ),
     s("IIB_GREENWAVE_CONFIG", Object, Some("{}")),
-    s("IIB_INDEX_TO_GITLAB_PUSH_MAP", Object, Some("{}")),
+    unused("IIB_INDEX_TO_GITLAB_PUSH_MAP", Object, Some("{}")),
     s("IIB_LOG_FORMAT", Text, Some("pretty")),
     s("IIB_LOG_LEVEL", Text, Some("INFO")),
     s("IIB_MAX_PER_PAGE", Integer, Some("20")),
-    s("IIB_OTEL_TRACING", Bool, Some("false")),
+    unused("IIB_OTEL_TRACING", Bool, Some("false")),
     s("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR", Text, None),
     s("IIB_REQUEST_DATA_DAYS_TO_LIVE", Integer, Some("3")),
     s("IIB_REQUEST_LOGS_DIR", Text, None),
@@ -100,8 +120,8 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_WORKER_USERNAMES", List, Some("[]")),
     s("LOGIN_DISABLED", Bool, Some("false")),
     // IIB's worker settings, upper-cased.
-    s("IIB_API_TIMEOUT", Integer, Some("120")),
-    s("IIB_API_URL", Text, None),
+    unused("IIB_API_TIMEOUT", Integer, Some("120")),
+    unused("IIB_API_URL", Text, None),
     s("IIB_DOCKER_CONFIG_TEMPLATE", Text, None),
     s("IIB_GREENWAVE_URL", Text, None),
     s(
@@ -116,13 +136,13 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_REQUIRED_LABELS", Object, Some("{}")),
     s("IIB_NO_OCP_LABEL_ALLOW_LIST", List, Some("[]")),
     s("IIB_RELATED_IMAGE_REGISTRY_REPLACEMENT", Object, Some("{}")),
-    s("IIB_REQUEST_LOGS_FORMAT", Text, None),
-    s("IIB_REQUEST_LOGS_LEVEL", Text, Some("DEBUG")),
+    unused("IIB_REQUEST_LOGS_FORMAT", Text, None),
+    unused("IIB_REQUEST_LOGS_LEVEL", Text, Some("DEBUG")),
     s("IIB_REQUEST_RECURSIVE_RELATED_BUNDLES_DIR", Text, None),
     s("IIB_RETRY_DELAY", Integer, Some("10")),
     s("IIB_RETRY_JITTER", Integer, Some("10")),
     s("IIB_RETRY_MULTIPLIER", Integer, Some("5")),
-    s("IIB_SAC_QUEUES", List, Some("[]")),
+    unused("IIB_SAC_QUEUES", List, Some("[]")),
     s("IIB_TOTAL_ATTEMPTS", Integer, Some("5")),
 ];
 
@@ -136,8 +156,19 @@ const DEBUG_SETTINGS: &[Setting] = &[s("IIB_TEST_PANIC_ON", Text, None)];
 #[cfg(not(debug_assertions))]
 const DEBUG_SETTINGS: &[Setting] = &[];
 
+/// Every declared setting, the debug-only ones included, in declaration order.
+pub fn declared() -> impl Iterator<Item = &'static Setting> {
+    SETTINGS.iter().chain(DEBUG_SETTINGS)
+}
+
+/// The declaration of `key`, if it is one.
+pub fn find(key: &str) -> Option<&'static Setting> {
+    declared().find(|s| s.key == key)
+}
+
+/// Why the settings cannot be used; every message names the setting and what it accepts.
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ConfigError {
+pub enum SettingsError {
     #[error("unknown setting {0}; see the README for the settings iib reads")]
     Unknown(String),
     #[error("setting {key} must be {expected}, got {value:?}")]
@@ -146,18 +177,51 @@ pub enum ConfigError {
         expected: &'static str,
         value: String,
     },
+    /// An integer outside what the setting accepts (`accepted`: "at least 1", "from 1 to 100").
+    #[error("setting {key} must be {accepted}, got {value}")]
+    OutOfRange {
+        key: String,
+        accepted: String,
+        value: i64,
+    },
+    /// A value of the right kind that still cannot be used (`problem` says why and what to do).
+    #[error("setting {key}: {problem}")]
+    Invalid { key: String, problem: String },
     #[error("cannot read the configuration file {path}: {reason}")]
     File { path: String, reason: String },
 }
 
-/// The parsed settings.
-#[derive(Debug, Clone, Default)]
-pub struct Config {
-    values: BTreeMap<&'static str, Value>,
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// IIB's default (the declaration table).
+    Default,
+    /// The TOML file given with `--config`.
+    File,
+    /// An environment variable.
+    Environment,
 }
 
-fn parse(setting: &Setting, raw: &str) -> Result<Value, ConfigError> {
-    let malformed = |expected| ConfigError::Malformed {
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Default => "default",
+            Origin::File => "file",
+            Origin::Environment => "environment",
+        }
+    }
+}
+
+/// The raw settings: each declared key's value (of its kind) and where it came from. The
+/// typed [`super::Settings`] is built from this once; nothing else reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    values: BTreeMap<&'static str, (Value, Origin)>,
+}
+
+fn parse(setting: &Setting, raw: &str) -> Result<Value, SettingsError> {
+    let malformed = |expected| SettingsError::Malformed {
         key: setting.key.to_string(),
         expected,
         value: raw.to_string(),
@@ -196,63 +260,84 @@ fn toml_to_raw(value: &toml::Value) -> String {
     }
 }
 
-impl Config {
-    /// Reads the process environment and, if given, a TOML file.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with(file, std::env::vars())
-    }
+/// Whether an environment variable is one of ours (others are none of our business).
+pub fn is_setting_name(name: &str) -> bool {
+    name.starts_with("IIB_") || name == "LOGIN_DISABLED"
+}
 
-    /// Reads `environment` (name/value pairs) and, if given, a TOML file.
+impl Config {
+    /// Reads `environment` (name/value pairs; those not named like a setting are ignored)
+    /// and, if given, a TOML file.
     pub fn load_with(
         file: Option<&Path>,
         environment: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut raw: BTreeMap<String, String> = BTreeMap::new();
+    ) -> Result<Self, SettingsError> {
+        let mut raw: Vec<(String, String, Origin)> = Vec::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
             let table: toml::Table =
                 text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::File {
+                    .map_err(|e: toml::de::Error| SettingsError::File {
                         path: path.display().to_string(),
                         reason: e.to_string(),
                     })?;
             for (key, value) in table {
-                if find(&key).is_none() {
-                    return Err(ConfigError::Unknown(key));
-                }
-                raw.insert(key, toml_to_raw(&value));
+                raw.push((toml_to_raw(&value), key, Origin::File));
             }
         }
         raw.extend(
             environment
                 .into_iter()
-                .filter(|(k, _)| k.starts_with("IIB_") || k == "LOGIN_DISABLED"),
+                .filter(|(k, _)| is_setting_name(k))
+                .map(|(k, v)| (v, k, Origin::Environment)),
         );
-        Self::from_pairs(raw)
+        Self::from_raw(
+            raw.into_iter()
+                .map(|(value, key, origin)| (key, value, origin)),
+        )
     }
 
-    /// Builds the configuration from key/value pairs (the environment, in tests a map).
+    /// Builds the configuration from key/value pairs as if they were the environment.
     pub fn from_pairs(
         pairs: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, SettingsError> {
+        Self::from_raw(
+            pairs
+                .into_iter()
+                .map(|(key, value)| (key, value, Origin::Environment)),
+        )
+    }
+
+    /// Defaults first, then each value in order (a later one wins).
+    fn from_raw(
+        entries: impl IntoIterator<Item = (String, String, Origin)>,
+    ) -> Result<Self, SettingsError> {
         let mut values = BTreeMap::new();
-        for setting in SETTINGS {
+        for setting in declared() {
             if let Some(default) = setting.default {
-                values.insert(setting.key, parse(setting, default)?);
+                values.insert(setting.key, (parse(setting, default)?, Origin::Default));
             }
         }
-        for (key, raw) in pairs {
-            let setting = find(&key).ok_or(ConfigError::Unknown(key))?;
-            values.insert(setting.key, parse(setting, &raw)?);
+        for (key, raw, origin) in entries {
+            let setting = find(&key).ok_or(SettingsError::Unknown(key))?;
+            values.insert(setting.key, (parse(setting, &raw)?, origin));
         }
         Ok(Self { values })
     }
 
+    /// A setting's value (of its declared kind), if it has one.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.values.get(key)
+        self.values.get(key).map(|(value, _)| value)
+    }
+
+    /// Where a setting's value came from (`Default` also for a setting without a value).
+    pub fn origin(&self, key: &str) -> Origin {
+        self.values
+            .get(key)
+            .map_or(Origin::Default, |(_, origin)| *origin)
     }
 
     pub fn text(&self, key: &str) -> Option<&str> {
@@ -280,51 +365,14 @@ impl Config {
         self.get(key).and_then(Value::as_bool).unwrap_or(false)
     }
 
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        let raw = self.text("IIB_LISTEN_ADDR").unwrap_or("127.0.0.1:8080");
-        raw.parse().map_err(|_| ConfigError::Malformed {
-            key: "IIB_LISTEN_ADDR".into(),
-            expected: "an address such as 127.0.0.1:8080",
-            value: raw.into(),
-        })
+    /// The declared settings that were given (file or environment) but that iib does not act
+    /// on, in declaration order.
+    pub fn set_but_unused(&self) -> Vec<&'static str> {
+        declared()
+            .filter(|s| !s.used && self.origin(s.key) != Origin::Default)
+            .map(|s| s.key)
+            .collect()
     }
-
-    pub fn data_dir(&self) -> PathBuf {
-        PathBuf::from(self.text("IIB_DATA_DIR").unwrap_or("./data"))
-    }
-
-    /// `IIB_DATABASE_URL`, or the embedded SQLite file under `IIB_DATA_DIR`.
-    pub fn database_url(&self) -> String {
-        self.text("IIB_DATABASE_URL")
-            .filter(|u| !u.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| crate::store::Store::sqlite_url_in(&self.data_dir()))
-    }
-
-    /// `IIB_SECRET_KEY`, the key request secrets are encrypted with at rest.
-    pub fn secret_key(&self) -> Result<Option<crate::store::SecretKey>, ConfigError> {
-        self.text("IIB_SECRET_KEY")
-            .filter(|k| !k.is_empty())
-            .map(|text| {
-                crate::store::SecretKey::from_base64(text).map_err(|_| ConfigError::Malformed {
-                    key: "IIB_SECRET_KEY".into(),
-                    expected: "32 random bytes, base64-encoded (openssl rand -base64 32)",
-                    value: "*****".into(),
-                })
-            })
-            .transpose()
-    }
-
-    pub fn secret_lifetime(&self) -> chrono::Duration {
-        chrono::Duration::seconds(
-            self.integer("IIB_SECRET_LIFETIME_SECONDS")
-                .unwrap_or(259_200),
-        )
-    }
-}
-
-fn find(key: &str) -> Option<&'static Setting> {
-    SETTINGS.iter().chain(DEBUG_SETTINGS).find(|s| s.key == key)
 }
 
 #[cfg(test)]
@@ -347,8 +395,19 @@ mod tests {
         );
         assert_eq!(config.integer("IIB_TOTAL_ATTEMPTS"), Some(5));
         assert!(!config.flag("LOGIN_DISABLED"));
-        assert_eq!(config.listen_addr().unwrap().to_string(), "127.0.0.1:8080");
-        assert!(config.database_url().starts_with("sqlite://"));
+        assert_eq!(config.origin("IIB_MAX_PER_PAGE"), Origin::Default);
+        assert_eq!(config.origin("IIB_DATABASE_URL"), Origin::Default);
+    }
+
+    #[test]
+    fn every_declared_default_parses_and_every_non_text_setting_has_one() {
+        for setting in declared() {
+            if let Some(default) = setting.default {
+                parse(setting, default).unwrap();
+            } else {
+                assert_eq!(setting.kind, Text, "{} needs a default", setting.key);
+            }
+        }
     }
 
     #[test]
@@ -375,25 +434,6 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("setting LOGIN_DISABLED must be true or false"));
-        let config = Config::from_pairs(pairs(&[("IIB_LISTEN_ADDR", "nowhere")])).unwrap();
-        assert!(config.listen_addr().is_err());
-    }
-
-    #[test]
-    fn a_malformed_secret_key_stops_start_up_without_echoing_it() {
-        let config = Config::from_pairs(pairs(&[("IIB_SECRET_KEY", "hunter2")])).unwrap();
-        let err = config.secret_key().unwrap_err().to_string();
-        assert!(
-            err.starts_with("setting IIB_SECRET_KEY must be 32 random bytes"),
-            "{err}"
-        );
-        assert!(!err.contains("hunter2"), "{err}");
-        let config = Config::from_pairs(pairs(&[(
-            "IIB_SECRET_KEY",
-            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-        )]))
-        .unwrap();
-        assert!(config.secret_key().unwrap().is_some());
     }
 
     #[test]
@@ -424,13 +464,34 @@ mod tests {
         .unwrap();
         let config = Config::load_with(Some(&path), pairs(&[("PATH", "/bin")])).unwrap();
         assert_eq!(config.integer("IIB_MAX_PER_PAGE"), Some(50));
+        assert_eq!(config.origin("IIB_MAX_PER_PAGE"), Origin::File);
         assert_eq!(config.get("IIB_WORKER_USERNAMES").unwrap()[0], "w");
         let config = Config::load_with(Some(&path), pairs(&[("IIB_MAX_PER_PAGE", "7")])).unwrap();
         assert_eq!(config.integer("IIB_MAX_PER_PAGE"), Some(7));
+        assert_eq!(config.origin("IIB_MAX_PER_PAGE"), Origin::Environment);
+        assert_eq!(config.origin("IIB_WORKER_USERNAMES"), Origin::File);
         std::fs::write(&path, "IIB_NOPE = 1\n").unwrap();
         assert_eq!(
             Config::load_with(Some(&path), vec![]).unwrap_err(),
-            ConfigError::Unknown("IIB_NOPE".into())
+            SettingsError::Unknown("IIB_NOPE".into())
         );
+    }
+
+    #[test]
+    fn only_unused_settings_that_were_given_are_named() {
+        let config = Config::from_pairs(pairs(&[
+            ("IIB_OTEL_TRACING", "true"),
+            ("IIB_SAC_QUEUES", "[]"),
+            ("IIB_MAX_PER_PAGE", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.set_but_unused(),
+            vec!["IIB_OTEL_TRACING", "IIB_SAC_QUEUES"]
+        );
+        assert!(Config::from_pairs(vec![])
+            .unwrap()
+            .set_but_unused()
+            .is_empty());
     }
 }
