@@ -692,8 +692,12 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
             ctx.log
                 .info("Deprecation list was set but no bundles were found for deprecation.");
         } else {
-            deprecate_truncate(catalog, &images)
-                .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
+            let (deprecated, done) = on_catalog(std::mem::take(catalog), move |c| {
+                deprecate_truncate(c, &images)
+            })
+            .await;
+            *catalog = deprecated;
+            done.map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
         }
     }
     finish(ctx, &prepared, working, &params.build_tags).await?;
@@ -712,7 +716,13 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     .await?;
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
     let mut working = prepared.packages(package_names(&params.operators)).await?;
-    remove_packages(&mut working.catalog, &params.operators).map_err(|e| {
+    let operators = params.operators.clone();
+    let (removed, done) = on_catalog(std::mem::take(&mut working.catalog), move |c| {
+        remove_packages(c, &operators)
+    })
+    .await;
+    working.catalog = removed;
+    done.map_err(|e| {
         TaskError::Failed(format!(
             "Failed to remove operators from the index image: {e}"
         ))
@@ -853,8 +863,13 @@ pub async fn fbc_operations(
             i + 1
         ))
         .await?;
-        iib_fbc::fragment::add_fragment(&mut working.catalog, fragment, resolved)
-            .map_err(engine)?;
+        let resolved = resolved.clone();
+        let (added, done) = on_catalog(std::mem::take(&mut working.catalog), move |c| {
+            iib_fbc::fragment::add_fragment(c, fragment, &resolved)
+        })
+        .await;
+        working.catalog = added;
+        done.map_err(engine)?;
     }
     finish(ctx, &prepared, working, &params.build_tags).await?;
     Ok(format!(
@@ -931,7 +946,7 @@ pub async fn merge_index_image(
     .await?;
     ctx.progress("Getting bundles present in the index images")
         .await?;
-    let mut catalog = load_all(&source).await?;
+    let catalog = load_all(&source).await?;
     let target = if params.target_index.is_some() {
         prepared.whole().await?.catalog
     } else {
@@ -982,13 +997,13 @@ pub async fn merge_index_image(
             invalid.push(image.clone());
         }
     }
-    iib_fbc::merge::merge_indexes(
-        &mut catalog,
-        &target,
-        graph_mode(params.graph_update_mode.as_deref())?,
-        &[],
-    )
-    .map_err(|e| TaskError::Failed(format!("Failed to merge the index images: {e}")))?;
+    let mode = graph_mode(params.graph_update_mode.as_deref())?;
+    let (merged, done) = on_catalog(catalog, move |c| {
+        iib_fbc::merge::merge_indexes(c, &target, mode, &[])
+    })
+    .await;
+    let mut catalog = merged;
+    done.map_err(|e| TaskError::Failed(format!("Failed to merge the index images: {e}")))?;
     ctx.progress("Deprecating bundles in the deprecation list")
         .await?;
     let mut listed = Vec::new();
@@ -1003,8 +1018,10 @@ pub async fn merge_index_image(
     deprecations.extend(invalid);
     let deprecations = latest_per_package(&catalog, &deprecations);
     if !deprecations.is_empty() {
-        deprecate_truncate(&mut catalog, &deprecations)
-            .map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
+        let (deprecated, done) =
+            on_catalog(catalog, move |c| deprecate_truncate(c, &deprecations)).await;
+        catalog = deprecated;
+        done.map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
     }
     finish(ctx, &prepared, Working::new(catalog), &params.build_tags).await?;
     Ok("The index image was successfully cleaned and updated.".into())
