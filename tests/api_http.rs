@@ -583,8 +583,14 @@ const DOCUMENTED_ROUTES: [&str; 19] = [
 ];
 
 /// The routes served but left out of the document on purpose: the docs page, the document
-/// itself and the Prometheus scrape target.
-const UNDOCUMENTED_ROUTES: [&str; 3] = ["GET /", "GET /api/v1/openapi.json", "GET /metrics"];
+/// itself, the Prometheus scrape target and the liveness and readiness probes.
+const UNDOCUMENTED_ROUTES: [&str; 5] = [
+    "GET /",
+    "GET /api/v1/openapi.json",
+    "GET /metrics",
+    "GET /livez",
+    "GET /readyz",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route_and_the_docs_page_points_at_it() {
@@ -714,4 +720,48 @@ async fn metrics_report_how_far_the_relay_is_behind() {
     );
     assert!(value("iib_relay_lag_seconds") >= 0.0);
     assert_eq!(value("iib_relay_dead_letters_total"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_say_live_and_whether_ready_naming_what_is_missing() {
+    use sqlx::Connection;
+    let data = tempfile::tempdir().unwrap();
+    let settings = base_settings(data.path());
+    let server = Server::start_in(data.path(), &settings, false).await;
+    let get = |path: &'static str| {
+        let url = server.url(path);
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get("/livez").await, (200, json!({"status": "live"})));
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "projector": "ok"}})
+    );
+
+    // A migration this iib knows but the database lacks: not ready, and the answer says which.
+    let url = iib::store::Store::sqlite_url_in(data.path());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM schema_migrations WHERE name = 'set_aside_events'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not ready");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert!(
+        body["checks"]["migrations"]
+            .as_str()
+            .unwrap()
+            .starts_with("not applied: set_aside_events"),
+        "{body}"
+    );
+    // Liveness does not depend on the database.
+    assert_eq!(get("/livez").await.0, 200);
 }

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod links;
 pub mod openapi;
 pub mod patch;
+pub mod probes;
 pub mod queues;
 pub mod request_id;
 pub mod submit;
@@ -223,11 +224,14 @@ fn documented_routes() -> OpenApiRouter<ApiState> {
 }
 
 /// The routes served but kept out of the document (method, path): the docs page, the document
-/// itself, and Prometheus' scrape target, none of them part of IIB's API.
-pub const UNDOCUMENTED_ROUTES: [(&str, &str); 3] = [
+/// itself, Prometheus' scrape target and the liveness and readiness probes, none of them part
+/// of IIB's API.
+pub const UNDOCUMENTED_ROUTES: [(&str, &str); 5] = [
     ("GET", "/"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/metrics"),
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
 ];
 
 pub fn router(state: ApiState) -> Router {
@@ -246,6 +250,8 @@ pub fn router(state: ApiState) -> Router {
             get(move || openapi::document(document.clone())),
         )
         .route("/metrics", get(metrics))
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

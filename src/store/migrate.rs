@@ -95,3 +95,26 @@ impl Store {
         Ok(done)
     }
 }
+
+impl Store {
+    /// The names of the migrations this iib knows that the database has not applied (all of
+    /// them on an empty database): a process started against such a database is not ready.
+    pub async fn pending_migrations(&self) -> Result<Vec<&'static str>, StoreError> {
+        let applied: Vec<i64> = on_pool!(self, pool => {
+            match sqlx::query_scalar("SELECT version FROM schema_migrations")
+                .fetch_all(pool)
+                .await
+            {
+                Ok(applied) => applied,
+                // No table yet: nothing applied.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            }
+        });
+        Ok(MIGRATIONS
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| m.name)
+            .collect())
+    }
+}
