@@ -264,8 +264,17 @@ async fn run() -> Result<()> {
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("set IIB_KAFKA_BROKERS to run the relay"))?;
             let store = open_migrated(&settings).await?;
-            let relay = iib::streaming::relay::Relay::new(store, kafka)?;
+            let relay = iib::streaming::relay::Relay::new(store.clone(), kafka)?;
             let shutdown = iib::shutdown::Shutdown::new();
+            if let Some(addr) = settings.listen.ops {
+                let state = iib::api::ApiState::new(
+                    store.clone(),
+                    CommandBus::new(store, settings.storage.secret_lifetime),
+                    settings.api.clone(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(serve_ops(addr, state, shutdown.clone())?);
+            }
             let stop = shutdown.clone();
             let running =
                 tokio::spawn(relay.run(std::sync::Arc::new(tokio::sync::Notify::new()), stop));
@@ -505,6 +514,33 @@ fn header_timeout<A>(server: &mut axum_server::Server<std::net::SocketAddr, A>, 
     server.http_builder().http1().header_read_timeout(timeout);
 }
 
+/// Binds `IIB_METRICS_ADDR` and returns the task serving `/metrics`, `/livez` and `/readyz`
+/// there until shutdown (for processes without the API).
+fn serve_ops(
+    addr: std::net::SocketAddr,
+    state: iib::api::ApiState,
+    shutdown: iib::shutdown::Shutdown,
+) -> Result<impl std::future::Future<Output = ()>> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (IIB_METRICS_ADDR)"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(%bound, "metrics and probes listening");
+    // One line on stdout for whoever started us (with port 0: the port).
+    println!("iib: metrics and probes on http://{bound}");
+    Ok(async move {
+        let app = iib::api::ops_router(state);
+        let stop = async move { shutdown.wait().await };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "the metrics and probes listener stopped");
+        }
+    })
+}
+
 async fn serve(settings: Settings, api: bool, workers: bool) -> Result<()> {
     let store = open_migrated(&settings).await?;
     let bus = CommandBus::new(store.clone(), settings.storage.secret_lifetime);
@@ -542,6 +578,20 @@ async fn serve(settings: Settings, api: bool, workers: bool) -> Result<()> {
                     tracing::error!(error = %e, "the workers could not start");
                 }
             });
+        }
+    }
+    if !api {
+        if let Some(addr) = settings.listen.ops {
+            tasks.spawn(serve_ops(
+                addr,
+                iib::api::ApiState::new(
+                    store.clone(),
+                    bus.clone(),
+                    settings.api.clone(),
+                    shutdown.clone(),
+                ),
+                shutdown.clone(),
+            )?);
         }
     }
     if api {

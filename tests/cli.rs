@@ -533,3 +533,61 @@ async fn iib_catalog_render_refuses_a_lying_bundle_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn iib_worker_serves_metrics_and_probes_on_iib_metrics_addr() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
+        .arg("worker")
+        .env_clear()
+        .env("IIB_DATA_DIR", dir.path())
+        .env("IIB_METRICS_ADDR", &addr)
+        .env("IIB_QUEUE_ACTORS", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let live = loop {
+        if let Some(answer) = http_get(&addr, "/livez").await {
+            break answer;
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "iib worker did not open IIB_METRICS_ADDR"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(live, (200, "{\"status\":\"live\"}\n".to_string()));
+    // The worker's projector applies the seeded request, so it becomes ready.
+    let (status, body) = loop {
+        let answer = http_get(&addr, "/readyz").await.unwrap();
+        if answer.0 == 200 || started.elapsed().as_secs() > 10 {
+            break answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["checks"]["migrations"], "ok");
+    let (status, metrics) = http_get(&addr, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("iib_events_set_aside_total"), "{metrics}");
+    // Only the operational routes: the API is not served here.
+    let (status, _) = http_get(&addr, "/api/v1/builds/1").await.unwrap();
+    assert_eq!(status, 404);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+}

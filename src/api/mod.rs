@@ -260,6 +260,17 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// What a process without the API (`iib worker`, `iib relay`) serves on `IIB_METRICS_ADDR`:
+/// the Prometheus scrape target and the probes, answered as the API answers them.
+pub fn ops_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(probes::livez))
+        .route("/readyz", get(probes::readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 async fn not_found() -> Response {
     ApiError::not_found().into_response()
 }

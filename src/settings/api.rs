@@ -25,6 +25,10 @@ pub struct Listen {
     pub addr: SocketAddr,
     /// `IIB_TLS_CERT` and `IIB_TLS_KEY` (both or neither).
     pub tls: Option<TlsFiles>,
+    /// `IIB_METRICS_ADDR`: where `iib worker` and `iib relay`, which serve no API, answer
+    /// `/metrics`, `/livez` and `/readyz` (unset: they listen nowhere). The API's processes
+    /// serve those on `IIB_LISTEN_ADDR`.
+    pub ops: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,7 +62,15 @@ pub(super) fn listen(r: &Reader) -> Result<Listen, SettingsError> {
             })
         }
     };
-    Ok(Listen { addr, tls })
+    let ops = match r.optional_text("IIB_METRICS_ADDR") {
+        None => None,
+        Some(raw) => Some(raw.parse().map_err(|_| SettingsError::Malformed {
+            key: "IIB_METRICS_ADDR".into(),
+            expected: "an address such as 0.0.0.0:9090",
+            value: raw.clone(),
+        })?),
+    };
+    Ok(Listen { addr, tls, ops })
 }
 
 pub(super) fn read(

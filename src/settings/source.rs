@@ -59,6 +59,7 @@ use Kind::*;
 pub const SETTINGS: &[Setting] = &[
     // Ours.
     s("IIB_LISTEN_ADDR", Text, Some("127.0.0.1:8080")),
+    s("IIB_METRICS_ADDR", Text, None),
     s("IIB_DATA_DIR", Text, Some("./data")),
     s("IIB_DATABASE_URL", Text, None),
     s("IIB_KAFKA_BROKERS", Text, None),
