@@ -61,6 +61,9 @@ pub struct ApiSettings {
     pub dirs: DataDirs,
     /// `IIB_AWS_S3_BUCKET_NAME`: artifacts are served from S3 instead of the directories.
     pub s3: Option<crate::artifacts::S3Bucket>,
+    /// `IIB_KAFKA_BROKERS` is set: events are relayed to Kafka, so a relay lag is real. Without
+    /// it, nothing is relayed and the lag `/metrics` reports is 0, not every event ever stored.
+    pub relay_enabled: bool,
 }
 
 /// Where finished requests' files are kept (IIB's `IIB_REQUEST_*_DIR` settings).
@@ -305,10 +308,15 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             .unwrap_or(0.0);
         let set_aside = state.store.set_aside_counts().await?;
         let dead_letters = state.store.dead_letter_count().await?;
+        let (relay_lag, relay_seconds) = if state.api.relay_enabled {
+            (head - relay, relay_seconds)
+        } else {
+            (0, 0.0)
+        };
         Ok::<_, crate::store::StoreError>((
             head,
             head - read_model,
-            head - relay,
+            relay_lag,
             relay_seconds,
             set_aside,
             dead_letters,
@@ -325,10 +333,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                  # HELP iib_read_model_lag_events Committed events the read model has not applied yet.\n\
                  # TYPE iib_read_model_lag_events gauge\n\
                  iib_read_model_lag_events {read_model_lag}\n\
-                 # HELP iib_relay_lag_events Committed events whose Kafka messages are not delivered yet.\n\
+                 # HELP iib_relay_lag_events Committed events whose Kafka messages are not delivered yet (0 when IIB_KAFKA_BROKERS is unset).\n\
                  # TYPE iib_relay_lag_events gauge\n\
                  iib_relay_lag_events {relay_lag}\n\
-                 # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet.\n\
+                 # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet (0 when IIB_KAFKA_BROKERS is unset).\n\
                  # TYPE iib_relay_lag_seconds gauge\n\
                  iib_relay_lag_seconds {relay_seconds}\n\
                  # HELP iib_relay_dead_letters_total Kafka messages the broker refused for good (see relay_dead_letters).\n\

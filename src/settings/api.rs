@@ -102,6 +102,8 @@ pub(super) fn read(
         user_to_queue: r.object("IIB_USER_TO_QUEUE")?,
         dirs: artifacts.dirs.clone(),
         s3: artifacts.s3.clone(),
+        // Set from the Kafka settings by `Settings::read`.
+        relay_enabled: false,
     })
 }
 

@@ -124,11 +124,14 @@ impl Settings {
         let artifacts = artifacts::read(r, env)?;
         let storage = storage::read(r, &artifacts)?;
         let listen = api::listen(r)?;
+        let kafka = kafka::read(r)?;
+        let mut api = api::read(r, &listen, &artifacts, storage.retention.days_to_live)?;
+        api.relay_enabled = kafka.is_some();
         Ok(Self {
-            api: api::read(r, &listen, &artifacts, storage.retention.days_to_live)?,
+            api,
             workers: workers::read(r, &artifacts)?,
             registry: registry::read(r, env)?,
-            kafka: kafka::read(r)?,
+            kafka,
             telemetry: telemetry::read(r)?,
             listen,
             artifacts,
