@@ -400,10 +400,27 @@ async fn serve_runs_on_the_embedded_default_and_shuts_down_on_sigterm() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(!logs.contains("hunter2"), "a secret leaked into the logs");
-    for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line)
-            .expect("IIB_LOG_FORMAT=json logs JSON lines");
-    }
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("IIB_LOG_FORMAT=json logs JSON lines"))
+        .collect();
+    // The access log, at the default level: one line a call, with its status and duration.
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "iib::access")
+        .collect();
+    assert!(
+        access.iter().any(|l| l["fields"]["status"] == 404
+            && l.to_string().contains("/api/v1/builds/99")
+            && l["fields"]["duration_ms"].is_number()),
+        "no access-log line for GET /api/v1/builds/99 in {logs}"
+    );
+    assert!(
+        !access
+            .iter()
+            .any(|l| l.to_string().contains("/api/v1/healthcheck")),
+        "health checks are not access-logged at the default level"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A request id for every call: taken from an incoming `X-Request-Id` (from a proxy) when it
 //! is sane, else made here; returned in the answer's `X-Request-Id` and recorded on every
-//! log line of the call through a tracing span.
+//! log line of the call through a tracing span, and one access-log line a call.
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -52,9 +52,22 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path()
     );
+    // Probes and scrapes come every few seconds: their lines would drown the calls that matter.
+    let routine = matches!(
+        request.uri().path(),
+        "/livez" | "/readyz" | "/metrics" | "/api/v1/healthcheck"
+    );
+    let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
+    // The access log: one line a call (target `iib::access`, so it can be filtered on its own).
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        tracing::debug!(status = response.status().as_u16(), "answered");
+        if routine {
+            tracing::debug!(target: "iib::access", status, duration_ms, "answered");
+        } else {
+            tracing::info!(target: "iib::access", status, duration_ms, "answered");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
