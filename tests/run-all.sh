@@ -73,6 +73,7 @@ ensure_clients() {
     command -v umoci >/dev/null || missing+=(umoci)
     command -v zstd >/dev/null || missing+=(zstd)
     command -v socat >/dev/null || missing+=(socat)
+    command -v promtool >/dev/null || missing+=(prometheus)
     if ! "$venv/bin/python" -c 'import iiblib' >/dev/null 2>&1; then
         dpkg -s libkrb5-dev >/dev/null 2>&1 || missing+=(libkrb5-dev)
         command -v krb5-config >/dev/null || missing+=(libkrb5-dev)
@@ -104,7 +105,7 @@ ensure_clients() {
     export MOTO_SERVER="$moto/bin/moto_server"
 }
 
-step "clients and services (iiblib, schemathesis, moto, openssl, docker-registry, skopeo, umoci)"
+step "clients and services (iiblib, schemathesis, moto, openssl, docker-registry, skopeo, umoci, promtool)"
 ensure_clients
 echo "iiblib: $("$IIBLIB_PYTHON" -c 'import importlib.metadata as m; print(m.version("iiblib"))')"
 
