@@ -135,6 +135,14 @@ step "tests (cargo test)"
 cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 status=${PIPESTATUS[0]}
 
+# deploy/: the Containerfile's steps run on this machine, the Kubernetes manifests and the
+# compose file against their schemas, and each workload's command, settings and probes for real.
+step "deploy files (Containerfile steps, Kubernetes and Compose schemas, settings, probes)"
+if ! bash tests/deploy-checks.sh; then
+    echo "deploy checks: 1 failed;" | tee -a "$CARGO_TARGET_DIR/test-output.txt"
+    [ "$status" != 0 ] || status=1
+fi
+
 # One closing line for the whole run.
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')
