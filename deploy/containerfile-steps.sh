@@ -117,7 +117,9 @@ while IFS= read -r line; do
     case "$1" in
         COPY)
             [ "$2" = --from=build ] || fail "unexpected COPY in the runtime stage: $line"
-            install -D -m 0755 "$out$3" "$root$4"
+            # The build stage installs under OUT=/out (its ENV); here that is $out.
+            [[ "$3" == /out/* ]] || fail "COPY --from=build must take from /out (the build stage's OUT): $line"
+            install -D -m 0755 "$out${3#/out}" "$root$4"
             echo "  COPY $3 -> $4"
             ;;
         RUN)
@@ -141,17 +143,31 @@ ldd "$binary" | awk '/=>/ { print $3 } /^[[:space:]]*\// { print $1 }' | while r
     [ -e "$lib" ] || continue
     install -D "$(readlink -f "$lib")" "$root$lib"
 done
+# Each of those libraries comes from a package the runtime stage installs, or from one every
+# Debian image has (libc6, libgcc-s1: essential).
+installed="$(sed -n 's/^packages=(\(.*\))$/\1/p' deploy/container/runtime.sh) libc6 libgcc-s1"
+for lib in $(ldd "$binary" | awk '/=>/ { print $3 } /^[[:space:]]*\// { print $1 }'); do
+    package="$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib" 2>/dev/null)" || fail "no package owns $lib"
+    package="${package%%:*}"
+    [[ " $installed " == *" $package "* ]] || fail "the binary needs $lib from $package, which the runtime stage does not install"
+done
+echo "libraries the binary links come from: $installed"
 install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
-# run_as_image [KEY=VALUE...] COMMAND [ARG...]: with the image's environment plus KEY=VALUE.
+# image_command [KEY=VALUE...] COMMAND [ARG...]: sets `argv` to run COMMAND from the root
+# as the image's user, with the image's environment plus KEY=VALUE.
 chroot_bin="$(command -v chroot)"
-run_as_image() {
+image_command() {
     local vars=()
     while [ $# -gt 0 ] && [[ "$1" == [A-Z]*=* ]]; do vars+=("$1"); shift; done
     if [ "$(id -u)" = 0 ]; then
-        env -i "${image_env[@]}" "${vars[@]}" "$chroot_bin" --userspec="$uid:$uid" "$root" "$@"
+        argv=(env -i "${image_env[@]}" "${vars[@]}" "$chroot_bin" --userspec="$uid:$uid" "$root" "$@")
     else
-        env -i "${image_env[@]}" IIB_DATA_DIR="$root/var/lib/iib" "${vars[@]}" "$root$1" "${@:2}"
+        argv=(env -i "${image_env[@]}" IIB_DATA_DIR="$root/var/lib/iib" "${vars[@]}" "$root$1" "${@:2}")
     fi
+}
+run_as_image() {
+    image_command "$@"
+    "${argv[@]}"
 }
 if [ "$(id -u)" = 0 ]; then where="chroot as uid $uid"; else where="as $(id -un), no chroot (not root)"; fi
 
@@ -176,9 +192,11 @@ probe() {
 # `iib api` and `iib worker` from the root, as the image's user, on the embedded database
 # under IIB_DATA_DIR (writable by that user only).
 start() {
-    local command="$1" log="$work/$1.log"
+    local name="$1" log="$work/$1.log"
     shift
-    run_as_image "$@" /usr/local/bin/iib "$command" >"$log" 2>&1 &
+    image_command "$@" /usr/local/bin/iib "$name"
+    # Started directly (not through a function) so that $! is iib's pid and gets the SIGTERM.
+    "${argv[@]}" >"$log" 2>&1 &
     pids+=($!)
 }
 stop_and_wait() {
@@ -190,7 +208,9 @@ stop_and_wait() {
         sleep 0.1
     done
     kill -0 "$pid" 2>/dev/null && fail "$name did not stop within 60 s of SIGTERM"
-    wait "$pid" || fail "$name exited with an error after SIGTERM: $(tail -5 "$work/$name.log")"
+    local code=0
+    wait "$pid" || code=$?
+    [ "$code" = 0 ] || fail "$name exited with $code after SIGTERM: $(tail -5 "$work/$name.log")"
     echo "$name stopped on SIGTERM in $(( $(date +%s) - started )) s"
 }
 wait_probe() {
