@@ -272,7 +272,7 @@ def check_placeholders(envs):
     expect(with_placeholders, "the secret templates hold no CHANGE-ME placeholder")
     run = iib(["config"], env)
     expect(run.returncode != 0 and "IIB_SECRET_KEY" in run.stderr,
-           f"iib starts with the secret template as it is: {run.stdout}{run.stderr}")
+           f"iib does not refuse the secret template's IIB_SECRET_KEY placeholder: {run.stdout}{run.stderr}")
     ok("iib refuses the secret template's placeholder IIB_SECRET_KEY")
 
 
@@ -442,12 +442,12 @@ def main():
     validate_compose()
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     commands, envs = check_kubernetes_static(docs, drain)
-    check_placeholders(envs)
     for name, env in envs.items():
         shown = known_settings(name, filled(env, key))
         if name.startswith("Deployment iib-worker"):
             expect(not shown["IIB_KAFKA_BROKERS"]["value"], f"{name} relays to Kafka; iib-relay does")
     ok(f"iib config accepts the settings of all {len(envs)} containers and knows every name")
+    check_placeholders(envs)
     commands |= check_compose(drain, key)
     commands_exist(commands)
     run_workloads(docs, envs, key)
