@@ -261,12 +261,7 @@ async fn every_process_kind_serves_metrics_promtool_accepts_and_http_calls_are_c
         OPS,
     )
     .await;
-    let api = Process::start(
-        "api",
-        &settings(&[("IIB_LISTEN_ADDR", "127.0.0.1:0")]),
-        API,
-    )
-    .await;
+    let api = Process::start("api", &settings(&[("IIB_LISTEN_ADDR", "127.0.0.1:0")]), API).await;
     let relay = Process::start(
         "relay",
         &settings(&[
@@ -277,13 +272,10 @@ async fn every_process_kind_serves_metrics_promtool_accepts_and_http_calls_are_c
     )
     .await;
     let serve = Server::start(
-        &[
-            ("LOGIN_DISABLED", "true"),
-            ("IIB_QUEUE_ACTORS", "false"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
+        &[("LOGIN_DISABLED", "true"), ("IIB_QUEUE_ACTORS", "false")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     )
     .await;
 
@@ -346,7 +338,11 @@ async fn every_process_kind_serves_metrics_promtool_accepts_and_http_calls_are_c
         "{text}"
     );
     assert_eq!(sum(&text, "iib_database_up", &[]), 1.0);
-    assert_eq!(sum(&text, "iib_events_total", &[]), 4.0, "two batches, two requests");
+    assert_eq!(
+        sum(&text, "iib_events_total", &[]),
+        4.0,
+        "two batches, two requests"
+    );
     // Nobody runs the requests (queue actors off): both wait in the default queue.
     assert_eq!(
         sum(
@@ -491,8 +487,10 @@ async fn counters_move_as_requests_are_built_against_a_real_registry() {
     let server = Server::start(&settings).await;
 
     // Two adds on one index, one after the other: the second finds its catalog cached.
-    for bundle in [&world.bundles[8], &world.bundles[9]] {
-        let id = post_add(&server.base, &world.index, &[bundle], &world.binary).await;
+    let first = [world.bundles[8].as_str()];
+    let second = [world.bundles[8].as_str(), world.bundles[9].as_str()];
+    for bundles in [&first[..], &second[..]] {
+        let id = post_add(&server.base, &world.index, bundles, &world.binary).await;
         let done = finished(&server, id).await;
         assert_eq!(done["state"], "complete", "{done}");
     }
@@ -505,9 +503,21 @@ async fn counters_move_as_requests_are_built_against_a_real_registry() {
     assert_eq!(status, 200);
     promtool_check(&text, "iib serve with workers");
     let add = [("type", "add"), ("queue", "default")];
-    assert_eq!(sum(&text, "iib_requests_submitted_total", &add), 3.0, "{text}");
-    assert_eq!(sum(&text, "iib_requests_started_total", &add), 3.0, "{text}");
-    assert_eq!(sum(&text, "iib_requests_completed_total", &add), 2.0, "{text}");
+    assert_eq!(
+        sum(&text, "iib_requests_submitted_total", &add),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "iib_requests_started_total", &add),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&text, "iib_requests_completed_total", &add),
+        2.0,
+        "{text}"
+    );
     assert_eq!(sum(&text, "iib_requests_failed_total", &add), 1.0, "{text}");
     assert_eq!(
         sum(
@@ -652,7 +662,11 @@ async fn registry_retries_are_counted() {
     assert_eq!(finished(&server, id).await["state"], "failed");
     let (_, text) = get_text(&server.url("/metrics")).await;
     let host = [("registry", faults.host.as_str())];
-    assert_eq!(sum(&text, "iib_registry_retries_total", &host), 2.0, "{text}");
+    assert_eq!(
+        sum(&text, "iib_registry_retries_total", &host),
+        2.0,
+        "{text}"
+    );
     assert_eq!(
         sum(
             &text,
@@ -723,7 +737,10 @@ fn the_grafana_dashboard_queries_only_exported_series() {
         "iib_relay_lag_seconds",
         "iib_events_set_aside_total",
     ] {
-        assert!(used.contains(needed), "the dashboard does not show {needed}");
+        assert!(
+            used.contains(needed),
+            "the dashboard does not show {needed}"
+        );
     }
 
     // Valid PromQL: promtool parses each query as a recording rule (Grafana's interval
@@ -835,7 +852,16 @@ impl PrivatePostgres {
         let log = self.dir.path().join("log").display().to_string();
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-w", "-o", &options, "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
         );
     }
 

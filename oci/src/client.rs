@@ -474,10 +474,7 @@ impl RegistryClient {
             request = request.header(AUTHORIZATION, credentials.basic_header());
         }
         let response = request.send().await;
-        crate::metrics::token(
-            &key.0,
-            response.as_ref().ok().map(|r| r.status().as_u16()),
-        );
+        crate::metrics::token(&key.0, response.as_ref().ok().map(|r| r.status().as_u16()));
         let response = response.map_err(|source| RegistryError::Transport {
             url: realm.to_string(),
             source,

@@ -45,9 +45,6 @@ mod tests {
     #[test]
     fn unknown_methods_are_other() {
         assert_eq!(method_label(&Method::POST), "POST");
-        assert_eq!(
-            method_label(&Method::from_bytes(b"BREW").unwrap()),
-            "other"
-        );
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
     }
 }

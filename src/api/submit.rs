@@ -192,9 +192,7 @@ async fn submit(
         .collect::<Vec<_>>();
     let labels: Vec<crate::metrics::RequestLabels> = submissions
         .iter()
-        .map(|r| {
-            crate::metrics::RequestLabels::new(r.params.request_type(), r.queue.as_deref())
-        })
+        .map(|r| crate::metrics::RequestLabels::new(r.params.request_type(), r.queue.as_deref()))
         .collect();
     let context = CommandContext {
         user: caller.user.clone(),

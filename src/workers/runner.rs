@@ -487,8 +487,10 @@ impl Runner {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("request {request} is not in the read model yet"))?;
-        let labels =
-            crate::metrics::RequestLabels::new(record.params.request_type(), record.queue.as_deref());
+        let labels = crate::metrics::RequestLabels::new(
+            record.params.request_type(),
+            record.queue.as_deref(),
+        );
         // Hand-backs at shutdown do not count: only workers that died holding the request.
         if abandoned >= self.settings.max_attempts {
             let reason = format!(
