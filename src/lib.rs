@@ -10,6 +10,7 @@ pub mod bench;
 pub mod blocking;
 pub mod catalog_cli;
 pub mod command_bus;
+pub mod metrics;
 pub mod projector;
 pub mod replay;
 pub mod settings;

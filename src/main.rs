@@ -243,6 +243,13 @@ async fn run() -> Result<()> {
     if !matches!(cli.command, Command::Config { .. }) {
         settings.log_unused();
     }
+    if matches!(
+        cli.command,
+        Command::Serve | Command::Api | Command::Worker | Command::Relay
+    ) {
+        // Before anything runs, so that nothing recorded is lost.
+        iib::metrics::install();
+    }
     match cli.command {
         Command::Serve => serve(settings, true, true).await,
         Command::Api => serve(settings, true, false).await,

@@ -374,7 +374,18 @@ impl RegistryClient {
                 }
                 request = request.body(body.bytes.clone());
             }
+            crate::metrics::sent(
+                &reference.registry,
+                body.as_ref().map_or(0, |b| b.bytes.len()),
+            );
+            let sent_at = Instant::now();
             let outcome = request.send().await;
+            crate::metrics::call(
+                &reference.registry,
+                method.as_str(),
+                outcome.as_ref().ok().map(|r| r.status().as_u16()),
+                sent_at.elapsed(),
+            );
             let retry = match &outcome {
                 Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
                 Ok(r) => {
@@ -384,6 +395,7 @@ impl RegistryClient {
             if retry && attempt < self.options.retry.attempts {
                 let pause = self.options.retry.pause(attempt);
                 tracing::warn!(%url, attempt, ?pause, "registry call failed; retrying");
+                crate::metrics::retry(&reference.registry);
                 tokio::time::sleep(pause).await;
                 continue;
             }
@@ -461,13 +473,12 @@ impl RegistryClient {
         if let Some(credentials) = credentials {
             request = request.header(AUTHORIZATION, credentials.basic_header());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| RegistryError::Transport {
-                url: realm.to_string(),
-                source,
-            })?;
+        let response = request.send().await;
+        crate::metrics::token(&key.0, response.as_ref().ok().map(|r| r.status().as_u16()));
+        let response = response.map_err(|source| RegistryError::Transport {
+            url: realm.to_string(),
+            source,
+        })?;
         if !response.status().is_success() {
             return Err(RegistryError::Unauthorized {
                 what: format!("token for {scope}"),
@@ -477,6 +488,7 @@ impl RegistryClient {
         }
         let what = format!("token for {scope}");
         let body = read_capped(
+            &key.0,
             response,
             MAX_TOKEN_RESPONSE_BYTES,
             &what,
@@ -582,6 +594,7 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = read_capped(
+            &reference.registry,
             response,
             self.options.limits.max_manifest_bytes,
             &reference.to_string(),
@@ -700,7 +713,7 @@ impl RegistryClient {
             .send(reference, None, Call::new(Method::GET, &url, "pull"))
             .await?;
         let response = Self::check(response, &what).await?;
-        let bytes = read_capped(response, cap, &what, &url, &why).await?;
+        let bytes = read_capped(&reference.registry, response, cap, &what, &url, &why).await?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(RegistryError::DigestMismatch {
@@ -736,6 +749,7 @@ impl RegistryClient {
                 url: url.clone(),
                 source,
             })?;
+            crate::metrics::received(&reference.registry, chunk.len());
             written = written.saturating_add(chunk.len() as u64);
             if written > max_bytes {
                 return Err(RegistryError::Protocol {
@@ -1078,6 +1092,7 @@ impl RegistryClient {
 /// its `Content-Length` says so): nothing past the limit is ever buffered. `why` says where the
 /// limit comes from.
 async fn read_capped(
+    registry: &str,
     response: reqwest::Response,
     limit: u64,
     what: &str,
@@ -1103,6 +1118,7 @@ async fn read_capped(
             url: url.to_string(),
             source,
         })?;
+        crate::metrics::received(registry, chunk.len());
         let total = (body.len() as u64).checked_add(chunk.len() as u64);
         if total.is_none_or(|total| total > limit) {
             return Err(too_large());

@@ -17,6 +17,10 @@
 //! [`unpack`]) are pure and kept apart from the client, so they can be tested and fuzzed
 //! without a network.
 //!
+//! The client records registry calls, retries and bytes by registry host through the
+//! [`metrics`](https://docs.rs/metrics) facade ([`mod@metrics`] names them): a no-op unless
+//! the program installs a recorder.
+//!
 //! The crate reads no environment variables, settings or files of its own: everything a
 //! [`RegistryClient`] needs comes in a [`ClientOptions`] its caller fills in. CPU-bound steps
 //! (decompressing and unpacking layers) run on tokio's blocking pool, so the client needs a
@@ -63,6 +67,7 @@ pub mod client;
 pub mod digest;
 pub mod inspect;
 pub mod manifest;
+pub mod metrics;
 pub mod reference;
 pub mod unpack;
 

@@ -13,6 +13,7 @@ pub mod bodies;
 pub mod builds;
 pub mod error;
 pub mod events;
+pub mod http_metrics;
 pub mod idempotency;
 pub mod limits;
 pub mod links;
@@ -260,6 +261,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(gate, admission::admit))
         .layer(axum::middleware::from_fn(request_id::assign))
+        .layer(axum::middleware::from_fn(http_metrics::record))
         .with_state(state)
 }
 
@@ -271,6 +273,7 @@ pub fn ops_router(state: ApiState) -> Router {
         .route("/livez", get(probes::livez))
         .route("/readyz", get(probes::readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(http_metrics::record))
         .with_state(state)
 }
 
@@ -287,79 +290,22 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// Prometheus metrics: how far the read model and the Kafka relay are behind the event store.
+/// Prometheus metrics: everything this process recorded (`crate::metrics`), with the values
+/// read from the database refreshed first. The database being away does not hide the rest:
+/// `iib_database_up` says so.
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let lag = async {
-        let head = state.store.head_position().await?;
-        let read_model = state.store.read_model_position().await?;
-        let relay = state
-            .store
-            .checkpoint(crate::streaming::relay::CHECKPOINT)
-            .await?;
-        let oldest_unrelayed = state.store.read_after(relay, 1).await?;
-        let relay_seconds = oldest_unrelayed
-            .first()
-            .map(|e| {
-                (chrono::Utc::now() - e.recorded_at)
-                    .num_milliseconds()
-                    .max(0) as f64
-                    / 1000.0
-            })
-            .unwrap_or(0.0);
-        let set_aside = state.store.set_aside_counts().await?;
-        let dead_letters = state.store.dead_letter_count().await?;
-        let (relay_lag, relay_seconds) = if state.api.relay_enabled {
-            (head - relay, relay_seconds)
-        } else {
-            (0, 0.0)
-        };
-        Ok::<_, crate::store::StoreError>((
-            head,
-            head - read_model,
-            relay_lag,
-            relay_seconds,
-            set_aside,
-            dead_letters,
-        ))
-    };
-    match lag.await {
-        Ok((head, read_model_lag, relay_lag, relay_seconds, set_aside, dead_letters)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
-            format!(
-                "# HELP iib_events_total Events committed to the event store.\n\
-                 # TYPE iib_events_total counter\n\
-                 iib_events_total {head}\n\
-                 # HELP iib_read_model_lag_events Committed events the read model has not applied yet.\n\
-                 # TYPE iib_read_model_lag_events gauge\n\
-                 iib_read_model_lag_events {read_model_lag}\n\
-                 # HELP iib_relay_lag_events Committed events whose Kafka messages are not delivered yet (0 when IIB_KAFKA_BROKERS is unset).\n\
-                 # TYPE iib_relay_lag_events gauge\n\
-                 iib_relay_lag_events {relay_lag}\n\
-                 # HELP iib_relay_lag_seconds Age of the oldest event not relayed to Kafka yet (0 when IIB_KAFKA_BROKERS is unset).\n\
-                 # TYPE iib_relay_lag_seconds gauge\n\
-                 iib_relay_lag_seconds {relay_seconds}\n\
-                 # HELP iib_relay_dead_letters_total Kafka messages the broker refused for good (see relay_dead_letters).\n\
-                 # TYPE iib_relay_dead_letters_total counter\n\
-                 iib_relay_dead_letters_total {dead_letters}\n\
-                 # HELP iib_events_set_aside_total Events a reader could not apply and skipped.\n\
-                 # TYPE iib_events_set_aside_total counter\n{}",
-                ["read_model", crate::streaming::relay::CHECKPOINT]
-                    .iter()
-                    .map(|reader| {
-                        let count = set_aside
-                            .iter()
-                            .find(|(r, _)| r == reader)
-                            .map(|(_, n)| *n)
-                            .unwrap_or(0);
-                        format!("iib_events_set_aside_total{{reader=\"{reader}\"}} {count}\n")
-                    })
-                    .collect::<String>()
-            ),
-        )
-            .into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+    if let Err(e) = crate::metrics::store::refresh(&state.store, state.api.relay_enabled).await {
+        tracing::warn!(error = %e, "/metrics cannot read the database");
     }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 /// IIB: `{"status": "Health check OK"}`, or 500 `Database health check failed.`

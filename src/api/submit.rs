@@ -189,6 +189,10 @@ async fn submit(
             );
             submission
         })
+        .collect::<Vec<_>>();
+    let labels: Vec<crate::metrics::RequestLabels> = submissions
+        .iter()
+        .map(|r| crate::metrics::RequestLabels::new(r.params.request_type(), r.queue.as_deref()))
         .collect();
     let context = CommandContext {
         user: caller.user.clone(),
@@ -223,6 +227,7 @@ async fn submit(
     };
     let ids: Vec<u64> = submitted.requests.iter().map(|id| id.get()).collect();
     tracing::info!(batch = submitted.batch.get(), requests = ?ids, "submitted");
+    labels.iter().for_each(crate::metrics::request_submitted);
     answer(state, headers, &ids, as_list).await
 }
 

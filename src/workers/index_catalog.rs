@@ -340,8 +340,9 @@ impl CatalogCache {
 
     pub fn get(&self, key: &str) -> Option<Arc<CatalogFiles>> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let at = entries.iter().position(|(k, _)| k == key)?;
-        let entry = entries.remove(at)?;
+        let at = entries.iter().position(|(k, _)| k == key);
+        crate::metrics::catalog_cache_lookup(at.is_some());
+        let entry = entries.remove(at?)?;
         let value = entry.1.clone();
         entries.push_back(entry);
         Some(value)
@@ -361,6 +362,7 @@ impl CatalogCache {
                 None => break,
             }
         }
+        crate::metrics::catalog_cache_bytes(total);
     }
 }
 

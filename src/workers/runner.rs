@@ -437,7 +437,15 @@ impl Runner {
         };
         tracing::error!(request_id = id, "{reason}");
         log.error(&reason);
-        self.record_end(id, End::Fail(reason), &log).await;
+        if self.record_end(id, End::Fail(reason), &log).await {
+            if let Ok(Some(record)) = self.store.request_record(id).await {
+                let labels = crate::metrics::RequestLabels::new(
+                    record.params.request_type(),
+                    record.queue.as_deref(),
+                );
+                crate::metrics::request_ended(&labels, false, None);
+            }
+        }
         self.upload_log(id, &log).await;
     }
 
@@ -473,13 +481,23 @@ impl Runner {
             }
             _ => return Err("this worker does not hold the request's claim".into()),
         };
+        let record = self
+            .store
+            .request_record(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("request {request} is not in the read model yet"))?;
+        let labels = crate::metrics::RequestLabels::new(
+            record.params.request_type(),
+            record.queue.as_deref(),
+        );
         // Hand-backs at shutdown do not count: only workers that died holding the request.
         if abandoned >= self.settings.max_attempts {
             let reason = format!(
                 "The request was abandoned {abandoned} times by workers that stopped while building it; it is not retried again"
             );
             log.error(&reason);
-            let _ = self
+            let failed = self
                 .command(
                     id,
                     BuildRequestCommand::Fail {
@@ -488,6 +506,9 @@ impl Runner {
                     },
                 )
                 .await;
+            if failed.is_ok() {
+                crate::metrics::request_ended(&labels, false, None);
+            }
             return Ok(None);
         }
         if attempt > 1 {
@@ -495,12 +516,12 @@ impl Runner {
                 "resuming the request (attempt {attempt}): its previous worker stopped or handed it back"
             ));
         }
-        let record = self
-            .store
-            .request_record(id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("request {request} is not in the read model yet"))?;
+        // The first start: how long the request waited in its queue since its submission.
+        let waited = (attempt <= 1)
+            .then(|| record.history.first())
+            .flatten()
+            .and_then(|submitted| (Utc::now() - submitted.updated).to_std().ok());
+        crate::metrics::request_started(&labels, waited);
         let secrets = self
             .store
             .secrets(id, Utc::now())
@@ -540,6 +561,11 @@ impl Runner {
                 let _ = lost_tx.send(lost);
             }))
         };
+        let started = Instant::now();
+        let labels = crate::metrics::RequestLabels::new(
+            context.params.request_type(),
+            context.queue.as_deref(),
+        );
         let limit = queue.settings.time_limit_seconds.map(Duration::from_secs);
         let task = tasks::run(&context);
         let outcome = tokio::select! {
@@ -567,11 +593,15 @@ impl Runner {
         match outcome {
             Some(Ok(reason)) => {
                 log.info(&reason);
-                self.record_end(id, End::Complete(reason), &log).await;
+                if self.record_end(id, End::Complete(reason), &log).await {
+                    crate::metrics::request_ended(&labels, true, Some(started.elapsed()));
+                }
             }
             Some(Err(TaskError::Failed(reason))) => {
                 log.error(&reason);
-                self.record_end(id, End::Fail(reason), &log).await;
+                if self.record_end(id, End::Fail(reason), &log).await {
+                    crate::metrics::request_ended(&labels, false, Some(started.elapsed()));
+                }
             }
             Some(Err(TaskError::Lost(reason))) => {
                 // The claim or the store went away: whoever holds the request now finishes it.
@@ -628,8 +658,8 @@ impl Runner {
     /// Records how the request ended. Database errors are retried with backoff for up to a
     /// lease's length: the work is done, and a write that failed once must not make another
     /// worker run it all again. A refusal by the aggregate (another worker holds the request
-    /// now, or it ended already) is final.
-    async fn record_end(&self, id: u64, end: End, log: &RequestLog) {
+    /// now, or it ended already) is final. Returns whether the end was recorded.
+    async fn record_end(&self, id: u64, end: End, log: &RequestLog) -> bool {
         let actor = Actor::Worker(self.worker.clone());
         let (command, what) = match end {
             End::Complete(state_reason) => (
@@ -652,7 +682,7 @@ impl Runner {
         let mut attempt = 1;
         loop {
             match self.command(id, command.clone()).await {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(CommandError::Store(e)) if Instant::now() + pause < give_up_at => {
                     log.warn(format!(
                         "recording {what} failed (attempt {attempt}): {e}; retrying in {} ms",
@@ -664,7 +694,7 @@ impl Runner {
                 }
                 Err(e) => {
                     log.error(format!("recording {what} failed: {e}"));
-                    return;
+                    return false;
                 }
             }
         }
