@@ -17,4 +17,5 @@ pub mod shutdown;
 pub mod store;
 pub mod streaming;
 pub mod telemetry;
+pub mod wakeups;
 pub mod workers;
