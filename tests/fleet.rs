@@ -238,7 +238,7 @@ async fn two_apis_and_two_relays_share_one_database() {
         let (apis, client, done) = (apis.clone(), client.clone(), done.clone());
         submitters.spawn(async move {
             for n in (lane..REQUESTS).step_by(4) {
-                let (here, there) = (&apis[(n % 2) as usize], &apis[(n % 2 ^ 1) as usize]);
+                let (here, there) = (&apis[(n % 2) as usize], &apis[(1 - n % 2) as usize]);
                 let id = post(
                     &client,
                     here,
