@@ -187,10 +187,9 @@ impl Relay {
         .into_iter()
         .flatten()
         .collect();
-        let mut config = self.settings.client_config(&[
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-        ]);
+        let mut config = self
+            .settings
+            .client_config(&[("enable.auto.commit", "false")]);
         // Assigned partitions only: the group is never joined, nothing is committed.
         config.set("group.id", "iib-relay-takeover");
         let delivered =
@@ -487,75 +486,71 @@ fn correlation_position(id: &str) -> Option<i64> {
     id.strip_prefix("iib-")?.split('-').next()?.parse().ok()
 }
 
-/// The `correlation_id`s of the messages at the end of each partition of `topics` (the last
-/// [`TAIL`] of each) whose position is after `after`.
+/// The `correlation_id`s of the messages at the end of each partition of `topics` (from the
+/// last [`TAIL`] of each, by the watermarks, to the end) whose position is after `after`. The
+/// end is where the broker says the partition ends (partition EOF), not the high watermark
+/// alone: tansu reports a watermark short of the last record of a batch. One topic at a time,
+/// since librdkafka's EOF names only the partition.
 fn tail_correlations(
-    config: ClientConfig,
+    mut config: ClientConfig,
     topics: &[String],
     after: i64,
 ) -> Result<std::collections::HashSet<String>, RelayError> {
     let kafka = |e: KafkaError| RelayError::Kafka(e.to_string());
     let timeout = Duration::from_secs(10);
+    config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config.create().map_err(kafka)?;
     let metadata = consumer.fetch_metadata(None, timeout).map_err(kafka)?;
-    let mut assignment = TopicPartitionList::new();
-    // (topic, partition) → the offset after the last message.
-    let mut ends = std::collections::HashMap::new();
+    let mut found = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     for topic in metadata.topics() {
         if !topics.iter().any(|t| t == topic.name()) {
             continue;
         }
+        let mut assignment = TopicPartitionList::new();
+        let mut open = std::collections::BTreeSet::new();
         for partition in topic.partitions() {
             let (low, high) = consumer
                 .fetch_watermarks(topic.name(), partition.id(), timeout)
                 .map_err(kafka)?;
-            if high > low {
-                assignment
-                    .add_partition_offset(
-                        topic.name(),
-                        partition.id(),
-                        Offset::Offset(low.max(high - TAIL)),
-                    )
-                    .map_err(kafka)?;
-                ends.insert((topic.name().to_string(), partition.id()), high);
+            assignment
+                .add_partition_offset(
+                    topic.name(),
+                    partition.id(),
+                    Offset::Offset(low.max(high - TAIL)),
+                )
+                .map_err(kafka)?;
+            open.insert(partition.id());
+        }
+        consumer.assign(&assignment).map_err(kafka)?;
+        while !open.is_empty() {
+            if std::time::Instant::now() > deadline {
+                return Err(RelayError::Kafka(
+                    "reading the topics' tails took over a minute".into(),
+                ));
             }
-        }
-    }
-    let mut found = std::collections::HashSet::new();
-    if ends.is_empty() {
-        return Ok(found);
-    }
-    consumer.assign(&assignment).map_err(kafka)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(RelayError::Kafka(
-                "reading the topics' tails took over a minute".into(),
-            ));
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.map_err(kafka)?;
-        let id = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == "correlation_id")
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string)
-        });
-        if let Some(id) = id {
-            if correlation_position(&id).is_some_and(|p| p > after) {
-                found.insert(id);
+            let message = match consumer.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    open.remove(&partition);
+                    continue;
+                }
+                Some(Err(e)) => return Err(kafka(e)),
+                Some(Ok(message)) => message,
+            };
+            let id = message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == "correlation_id")
+                    .and_then(|h| h.value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_string)
+            });
+            if let Some(id) = id {
+                if correlation_position(&id).is_some_and(|p| p > after) {
+                    found.insert(id);
+                }
             }
-        }
-        let key = (message.topic().to_string(), message.partition());
-        if ends
-            .get(&key)
-            .is_some_and(|end| message.offset() + 1 >= *end)
-        {
-            ends.remove(&key);
         }
     }
     Ok(found)
