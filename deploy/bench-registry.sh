@@ -2,7 +2,9 @@
 # Benchmarks against a registry on loopback: starts Debian's docker-registry with temporary
 # storage and runs `iib bench registry` (push a 3-arch 50 MB/arch base, copy it, build on it with
 # a 5 MB layer), or with `add` as the first argument `iib bench add` (POST add of one bundle to
-# an index of 1,000 bundles until complete; `add --fixtures DIR` uses the community catalog).
+# an index of 1,000 bundles until complete; `add --fixtures DIR` uses the community catalog), or
+# with `fleet` `iib bench fleet` (1 `iib api` + 1, 2, 3 `iib worker` on PostgreSQL, with and
+# without LISTEN/NOTIFY; database: --database-url, default $TEST_POSTGRES_URL or the local server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/iib/target}"
@@ -25,5 +27,8 @@ registry=$!
 trap 'kill $registry 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 bench=registry
-if [ "${1:-}" = add ] || [ "${1:-}" = registry ]; then bench=$1; shift; fi
+if [ "${1:-}" = add ] || [ "${1:-}" = registry ] || [ "${1:-}" = fleet ]; then bench=$1; shift; fi
+if [ "$bench" = fleet ] && [[ " $* " != *" --database-url "* ]]; then
+    set -- --database-url "${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}" "$@"
+fi
 "$CARGO_TARGET_DIR/release/iib" bench "$bench" --registry "127.0.0.1:$port" "$@"

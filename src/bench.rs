@@ -1,5 +1,8 @@
 //! `iib bench`: benchmarks that print figures (speed goals live here, not in timed tests).
 
+mod fleet;
+pub use fleet::run as fleet;
+
 use crate::projector::Projector;
 use crate::store::{NewEvent, Store};
 use anyhow::Result;

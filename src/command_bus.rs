@@ -114,6 +114,8 @@ pub struct CommandBus {
     secret_lifetime: Duration,
     /// Woken after every commit, so the projector runs at once.
     committed: Arc<Notify>,
+    /// Wake-ups from other processes (`committed` is woken by their commits too).
+    wakeups: crate::wakeups::Wakeups,
 }
 
 /// An aggregate rebuilt from its events, and the version it was at.
@@ -124,18 +126,25 @@ struct Loaded<A> {
 
 impl CommandBus {
     pub fn new(store: Store, secret_lifetime: Duration) -> Self {
+        let committed = Arc::new(Notify::new());
         Self {
+            wakeups: crate::wakeups::Wakeups::new(&store, committed.clone()),
             store,
             secret_lifetime,
-            committed: Arc::new(Notify::new()),
+            committed,
         }
+    }
+
+    /// This process's wake-up signals (`crate::wakeups`); its listener runs from `main`.
+    pub fn wakeups(&self) -> &crate::wakeups::Wakeups {
+        &self.wakeups
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Notified after each commit.
+    /// Notified after each commit (and, through LISTEN/NOTIFY, each commit of another process).
     pub fn committed(&self) -> Arc<Notify> {
         self.committed.clone()
     }
@@ -187,16 +196,21 @@ impl CommandBus {
     }
 
     async fn commit(&self, events: &[NewEvent], secrets: &[Secret]) -> Result<i64, StoreError> {
-        self.commit_keyed(events, secrets, None).await
+        self.commit_keyed(None, events, secrets, None).await
     }
 
+    /// Appends in `tx` when given (begun by the caller), else in a transaction of its own.
     async fn commit_keyed(
         &self,
+        tx: Option<crate::store::WriteTx>,
         events: &[NewEvent],
         secrets: &[Secret],
         key: Option<(&IdempotencyKey, &[u64])>,
     ) -> Result<i64, StoreError> {
-        let positions = self.store.append_keyed(events, secrets, key).await?;
+        let positions = match tx {
+            Some(tx) => self.store.append_in(tx, events, secrets, key).await?,
+            None => self.store.append_keyed(events, secrets, key).await?,
+        };
         if !positions.is_empty() {
             self.committed.notify_waiters();
             self.committed.notify_one();
@@ -221,10 +235,11 @@ impl CommandBus {
         context: &CommandContext,
         key: Option<IdempotencyKey>,
     ) -> Result<Submitted, CommandError> {
-        let batch =
-            BatchId::new(self.store.next_ids("batch", 1).await?[0]).expect("sequences start at 1");
-        let ids: Vec<RequestId> = self
-            .store
+        // Ids are taken in the transaction that appends the submission, so request ids follow
+        // the order in which submissions commit (the serial queues' and indexes' order).
+        let mut tx = self.store.begin_write().await?;
+        let batch = BatchId::new(tx.next_ids("batch", 1).await?[0]).expect("sequences start at 1");
+        let ids: Vec<RequestId> = tx
             .next_ids("request", submission.requests.len() as i64)
             .await?
             .into_iter()
@@ -283,6 +298,7 @@ impl CommandBus {
         let request_ids: Vec<u64> = ids.iter().map(|id| id.get()).collect();
         let position = self
             .commit_keyed(
+                Some(tx),
                 &events,
                 &secrets,
                 key.as_ref().map(|k| (k, request_ids.as_slice())),

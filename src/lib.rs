@@ -18,4 +18,5 @@ pub mod shutdown;
 pub mod store;
 pub mod streaming;
 pub mod telemetry;
+pub mod wakeups;
 pub mod workers;

@@ -32,8 +32,14 @@ enum Command {
     Serve,
     /// The REST API alone, without workers.
     Api,
-    /// The background work alone (projector, secret expiry; queue actors when they land).
-    Worker,
+    /// The background work alone: the queue actors, the projector, secret expiry (and the
+    /// Kafka relay when IIB_KAFKA_BROKERS is set).
+    Worker {
+        /// Serve only these queues, comma-separated (`default` is the default queue); the same
+        /// as IIB_WORKER_QUEUES, which this overrides.
+        #[arg(long, value_name = "QUEUE,...")]
+        queues: Option<String>,
+    },
     /// Applies database migrations and exits.
     Migrate,
     /// The Kafka relay alone (it also runs inside `serve` and `worker` when IIB_KAFKA_BROKERS is set).
@@ -221,6 +227,29 @@ enum Bench {
         #[arg(long, default_value_t = 5000)]
         requests: u64,
     },
+    /// One `iib api` and N `iib worker` processes on a fresh PostgreSQL database per run, adding
+    /// small bundles against the registry at HOST: submissions/s, completions/s and the time
+    /// from POST to a worker claiming the request, with and without LISTEN/NOTIFY
+    /// (`deploy/bench-fleet.sh` starts the registry).
+    Fleet {
+        #[arg(long)]
+        registry: String,
+        /// A PostgreSQL URL whose user may create databases.
+        #[arg(long)]
+        database_url: String,
+        /// The fleet sizes to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
+        workers: Vec<usize>,
+        /// Adds posted at once per run (throughput).
+        #[arg(long, default_value_t = 60)]
+        requests: usize,
+        /// Adds posted one at a time on the idle fleet per run (POST-to-claim latency).
+        #[arg(long, default_value_t = 20)]
+        probes: usize,
+        /// Callers posting at once.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
     /// Fills the configured (empty) store with finished requests, for API benchmarks.
     Seed {
         #[arg(long, default_value_t = 10_000)]
@@ -238,7 +267,15 @@ async fn main() {
 
 async fn run() -> Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
+    // The command line's settings come after the environment, so they win.
+    let mut environment: Vec<(String, String)> = std::env::vars().collect();
+    if let Command::Worker {
+        queues: Some(queues),
+    } = &cli.command
+    {
+        environment.push(("IIB_WORKER_QUEUES".into(), queues.clone()));
+    }
+    let settings = Settings::load_with(cli.config.as_deref(), environment)?;
     iib::telemetry::init(&settings.telemetry);
     if !matches!(cli.command, Command::Config { .. }) {
         settings.log_unused();
@@ -253,7 +290,7 @@ async fn run() -> Result<()> {
     match cli.command {
         Command::Serve => serve(settings, true, true).await,
         Command::Api => serve(settings, true, false).await,
-        Command::Worker => serve(settings, false, true).await,
+        Command::Worker { .. } => serve(settings, false, true).await,
         Command::Config { output } => {
             let entries = settings.entries();
             let text = match output {
@@ -273,18 +310,24 @@ async fn run() -> Result<()> {
             let store = open_migrated(&settings).await?;
             let relay = iib::streaming::relay::Relay::new(store.clone(), kafka)?;
             let shutdown = iib::shutdown::Shutdown::new();
+            let bus = CommandBus::new(store.clone(), settings.storage.secret_lifetime);
+            // Other processes' commits wake the relay through LISTEN/NOTIFY (PostgreSQL).
+            tokio::spawn(
+                bus.wakeups()
+                    .clone()
+                    .listen(store.clone(), shutdown.clone()),
+            );
             if let Some(addr) = settings.listen.ops {
                 let state = iib::api::ApiState::new(
                     store.clone(),
-                    CommandBus::new(store, settings.storage.secret_lifetime),
+                    bus.clone(),
                     settings.api.clone(),
                     shutdown.clone(),
                 );
                 tokio::spawn(serve_ops(addr, state, shutdown.clone())?);
             }
             let stop = shutdown.clone();
-            let running =
-                tokio::spawn(relay.run(std::sync::Arc::new(tokio::sync::Notify::new()), stop));
+            let running = tokio::spawn(relay.run(bus.committed(), stop));
             shutdown.on_signal().await;
             running.await?;
             Ok(())
@@ -455,6 +498,27 @@ async fn run() -> Result<()> {
             bench: Bench::Kafka { brokers, requests },
         } => iib::bench::kafka(&brokers, requests).await,
         Command::Bench {
+            bench:
+                Bench::Fleet {
+                    registry,
+                    database_url,
+                    workers,
+                    requests,
+                    probes,
+                    clients,
+                },
+        } => {
+            iib::bench::fleet(
+                &registry,
+                &database_url,
+                &workers,
+                requests,
+                probes,
+                clients.max(1),
+            )
+            .await
+        }
+        Command::Bench {
             bench: Bench::Seed { requests },
         } => {
             open(&settings).await?;
@@ -482,7 +546,9 @@ async fn open(settings: &Settings) -> Result<Store> {
         .with_context(|| {
             "cannot open the database (IIB_DATABASE_URL); is it running and reachable?"
         })?;
-    Ok(store.with_secret_key(storage.secret_key.clone()))
+    Ok(store
+        .with_secret_key(storage.secret_key.clone())
+        .with_notifies(storage.pg_notify))
 }
 
 async fn open_migrated(settings: &Settings) -> Result<Store> {
@@ -553,6 +619,12 @@ async fn serve(settings: Settings, api: bool, workers: bool) -> Result<()> {
     let bus = CommandBus::new(store.clone(), settings.storage.secret_lifetime);
     let shutdown = iib::shutdown::Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
+    // Other processes' commits and work reach this one through LISTEN/NOTIFY (PostgreSQL).
+    tasks.spawn(
+        bus.wakeups()
+            .clone()
+            .listen(store.clone(), shutdown.clone()),
+    );
     if workers {
         tasks.spawn(iib::background::run_projector(
             Projector::new(store.clone()),

@@ -4,6 +4,18 @@
 //! folds them with `iib_projections::Views` and writes rows, checkpoint and secret deletions
 //! in one transaction, so a crash never applies an event twice or skips one. A rebuild folds
 //! every event from position 0 in memory and replaces the tables in one transaction.
+//!
+//! **Many processes, one read model.** Every process that runs a projector (each `iib serve`,
+//! `iib worker`, and each `iib api` for its own submissions) may apply events: no process is
+//! elected. The updates are idempotent by position instead: a page is applied inside the
+//! store's write transaction (`Store::begin_write`: on PostgreSQL the advisory lock every
+//! writer takes, on SQLite `BEGIN IMMEDIATE`), which reads the checkpoint, applies the events
+//! after it and moves it; a second projector waits for the lock, finds the checkpoint moved and
+//! applies only what is left, so no event is applied twice or on a stale row
+//! (`tests/fleet.rs` checks the read model against a rebuild with several processes). On
+//! PostgreSQL with `IIB_PG_NOTIFY`, a page holding a submission, a request's end or a
+//! hand-back sends `NOTIFY iib_work, '<queue>'` with its commit, when the workers' query
+//! (`Store::queue_work`) can see it.
 
 use crate::store::{is_data_error, parse_time, RawEvent, ReadModelRows, Store, StoreError};
 use cqrs_es::Aggregate;
@@ -81,6 +93,11 @@ impl Projector {
     /// aside (recorded with its position and why) and the events after it are applied: one bad
     /// event never stops the read model. A database that is away is an error to retry.
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
+        // Nothing new: done without the write lock (many processes' projectors wake on every
+        // commit; only one of them finds work).
+        if self.store.read_model_position().await? >= self.store.head_position().await? {
+            return Ok(0);
+        }
         let mut applied = 0;
         // After a page whose rows the database refused, go one event at a time up to its end,
         // to find which event it was.
@@ -123,6 +140,8 @@ impl Projector {
         };
         let in_page = |e: StoreError| (e, last);
         let mut views = Views::default();
+        // Requests whose events may make work runnable (see `wakeups::makes_work_runnable`).
+        let mut runnable = Vec::new();
         for event in &raw {
             let decoded = match decode(event) {
                 Ok(decoded) => decoded,
@@ -137,6 +156,11 @@ impl Projector {
             load_touched(&mut rows, &mut views, &decoded)
                 .await
                 .map_err(in_page)?;
+            if let DomainEventPayload::Request(payload) = &decoded.payload {
+                if crate::wakeups::makes_work_runnable(payload) {
+                    runnable.push(decoded.aggregate_id);
+                }
+            }
             if let Err(e) = views.apply(&decoded) {
                 rows.tx
                     .set_aside(READER, event, &e.to_string())
@@ -146,6 +170,22 @@ impl Projector {
         }
         write(&mut rows, &views).await.map_err(in_page)?;
         rows.set_checkpoint(last).await.map_err(in_page)?;
+        if self.store.notifies() {
+            // Sent with the commit, when the read model the workers query shows the change.
+            let mut queues: Vec<&str> = runnable
+                .iter()
+                .filter_map(|id| views.requests.get(id))
+                .map(|r| r.queue.as_deref().unwrap_or(crate::wakeups::DEFAULT_QUEUE))
+                .collect();
+            queues.sort_unstable();
+            queues.dedup();
+            for queue in queues {
+                rows.tx
+                    .notify(crate::wakeups::WORK_CHANNEL, queue)
+                    .await
+                    .map_err(in_page)?;
+            }
+        }
         tx.commit().await.map_err(in_page)?;
         if !views.finished_requests.is_empty() {
             self.store.note_secrets_deleted();

@@ -190,7 +190,7 @@ async fn nothing_is_lost_while_the_broker_is_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relay_killed_mid_stream_loses_nothing_when_it_restarts() {
+async fn a_relay_killed_mid_stream_loses_nothing_and_repeats_nothing_when_it_restarts() {
     use std::collections::BTreeSet;
     use std::process::{Command, Stdio};
     let broker = Broker::start().await;
@@ -233,7 +233,8 @@ async fn a_relay_killed_mid_stream_loses_nothing_when_it_restarts() {
             .map(|(_, v)| v.clone())
             .unwrap()
     };
-    // Everything arrives; what arrives twice has the same id, so a consumer drops it.
+    // Everything arrives, once: the second relay reads the topic's tail and skips what the
+    // first delivered without moving its checkpoint.
     let more = consume_until(&broker, &["iib.build.state"], |got| {
         got.iter().map(id).collect::<BTreeSet<_>>().len() >= expected
     })
@@ -246,6 +247,7 @@ async fn a_relay_killed_mid_stream_loses_nothing_when_it_restarts() {
         expected,
         "every message arrived, none extra"
     );
+    assert_eq!(more.len(), expected, "no message arrived twice");
     // Per request, the states arrive in order.
     for request in [1, requests / 2, requests] {
         let mut states: Vec<String> = Vec::new();
@@ -477,4 +479,57 @@ async fn a_message_the_broker_refuses_for_good_is_dead_lettered_and_later_ones_s
     // nothing twice.
     relay.replay(0).await.unwrap();
     assert_eq!(db.store.dead_letter_count().await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_taking_over_skips_what_its_predecessor_delivered_past_the_checkpoint() {
+    let broker = Broker::start().await;
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    for _ in 0..5 {
+        complete_rm(&bus).await;
+    }
+    let mut three = settings(&broker);
+    three.partitions = 3;
+    let first = Relay::new(db.store.clone(), three.clone()).unwrap();
+    first.ensure_topics().await.unwrap();
+    first.catch_up().await.unwrap();
+    // The first relay died after the broker had its page but before the checkpoint moved.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE projection_checkpoints SET position = 0 WHERE name = 'kafka_relay'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    complete_rm(&bus).await;
+    let second = Relay::new(db.store.clone(), three).unwrap();
+    // 5 requests × (build.state in_progress, complete) + 5 batch.state (new, finished) × 2.
+    assert_eq!(second.learn_delivered().await.unwrap(), 20);
+    second.catch_up().await.unwrap();
+    // Everything once: the 6 requests' two build.state messages each, and nothing more
+    // (read until the topic stays quiet for 3 s).
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", format!("takeover-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = config.create().unwrap();
+    consumer.subscribe(&["iib.build.state"]).unwrap();
+    let mut ids = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let quiet = std::time::Duration::from_secs(if ids.len() >= 12 { 3 } else { 10 });
+        match tokio::time::timeout(quiet, consumer.recv()).await {
+            Ok(Ok(message)) => ids.push(message.offset()),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) if ids.len() >= 12 => break,
+            Err(_) => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} arrived",
+            ids.len()
+        );
+    }
+    assert_eq!(ids.len(), 12, "nothing was sent twice");
 }

@@ -110,12 +110,15 @@ fn stream_events(
             if cursor.done || cursor.state.shutdown.is_triggered() {
                 return None;
             }
-            // Wait for a commit (this process) or poll (another process may commit); a
-            // stopping service ends the stream (clients reconnect to another process).
-            let committed = cursor.state.bus.committed();
+            // Wait for a commit (this process, or another one through LISTEN/NOTIFY) or poll
+            // (another process may commit: every second, or every few while notifications
+            // arrive); a stopping service ends the stream (clients reconnect to another process).
+            let wakeups = cursor.state.bus.wakeups();
+            let committed = wakeups.committed();
+            let poll = wakeups.poll_every(Duration::from_secs(1));
             tokio::select! {
                 _ = committed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = cursor.state.shutdown.wait() => return None,
             }
             match cursor

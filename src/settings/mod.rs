@@ -280,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_serves_the_queues_it_is_given_and_refuses_unknown_ones() {
+        let routed = ("IIB_USER_TO_QUEUE", r#"{"bot": "iib_serial"}"#);
+        let all = Settings::from_pairs([routed]).unwrap();
+        let labels = |s: &Settings| -> Vec<String> {
+            s.workers
+                .queues
+                .iter()
+                .map(|q| q.label().to_string())
+                .collect()
+        };
+        assert_eq!(labels(&all), ["default", "iib_serial"]);
+        let some = Settings::from_pairs([routed, ("IIB_WORKER_QUEUES", " iib_serial ,")]).unwrap();
+        assert_eq!(labels(&some), ["iib_serial"]);
+        let both =
+            Settings::from_pairs([routed, ("IIB_WORKER_QUEUES", "default,iib_serial")]).unwrap();
+        assert_eq!(labels(&both), ["default", "iib_serial"]);
+        assert_eq!(
+            error(&[routed, ("IIB_WORKER_QUEUES", "default,nope")]),
+            "setting IIB_WORKER_QUEUES: names the queue \"nope\", which no queue setting declares (known: default, iib_serial); declare it in IIB_QUEUES or IIB_USER_TO_QUEUE"
+        );
+        assert!(error(&[("IIB_WORKER_QUEUES", " , ")])
+            .starts_with("setting IIB_WORKER_QUEUES: names no queue"));
+    }
+
+    #[test]
     fn the_edges_of_each_range_are_accepted() {
         let settings = Settings::from_pairs([
             ("IIB_TOTAL_ATTEMPTS", "1"),

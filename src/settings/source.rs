@@ -89,6 +89,8 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_MAX_EVENT_STREAMS", Integer, Some("256")),
     s("IIB_QUEUES", Object, Some("{}")),
     s("IIB_QUEUE_ACTORS", Bool, Some("true")),
+    s("IIB_WORKER_QUEUES", Text, None),
+    s("IIB_PG_NOTIFY", Bool, Some("true")),
     s("IIB_WORKER_LEASE_SECONDS", Integer, Some("60")),
     s("IIB_WORKER_MAX_ATTEMPTS", Integer, Some("3")),
     s("IIB_INDEX_MAX_CATALOG_LAYERS", Integer, Some("8")),

@@ -26,6 +26,9 @@ pub struct StorageSettings {
     pub secret_lifetime: chrono::Duration,
     /// `IIB_REQUEST_DATA_DAYS_TO_LIVE` over the request files on disk.
     pub retention: Retention,
+    /// `IIB_PG_NOTIFY`: on PostgreSQL, processes wake each other through LISTEN/NOTIFY (new
+    /// events, new runnable work) and polls are a slow fallback; off: they poll as on SQLite.
+    pub pg_notify: bool,
 }
 
 pub(super) fn read(
@@ -71,6 +74,7 @@ pub(super) fn read(
             days_to_live: days_to_live(r)?,
             dirs: artifacts.retained_dirs(),
         },
+        pg_notify: r.flag("IIB_PG_NOTIFY")?,
     })
 }
 

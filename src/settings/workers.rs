@@ -19,7 +19,7 @@ pub(super) fn read(
 ) -> Result<WorkerSettings, SettingsError> {
     Ok(WorkerSettings {
         queue_actors: r.flag("IIB_QUEUE_ACTORS")?,
-        queues: queues(r)?,
+        queues: served(r, queues(r)?)?,
         lease: Duration::from_secs(r.between::<u64>(
             "IIB_WORKER_LEASE_SECONDS",
             5,
@@ -92,6 +92,45 @@ fn queues(r: &Reader) -> Result<Vec<Queue>, SettingsError> {
     }
     queues.sort_by_key(|q| std::cmp::Reverse(q.settings.priority));
     Ok(queues)
+}
+
+/// The queues this process's workers serve: those `IIB_WORKER_QUEUES` (`iib worker --queues`)
+/// names, comma-separated (`default` is the default queue), or all of them when unset. A name
+/// no queue setting declares is refused: a worker waiting on a queue nobody routes to would
+/// sit idle without a word.
+fn served(r: &Reader, all: Vec<Queue>) -> Result<Vec<Queue>, SettingsError> {
+    let Some(wanted) = r.optional_text("IIB_WORKER_QUEUES") else {
+        return Ok(all);
+    };
+    let mut names = Vec::new();
+    for name in wanted.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err(SettingsError::Invalid {
+            key: "IIB_WORKER_QUEUES".into(),
+            problem: "names no queue; give queue names separated by commas (default: the default queue), or leave it unset for every queue".into(),
+        });
+    }
+    if let Some(unknown) = names
+        .iter()
+        .find(|name| !all.iter().any(|q| q.label() == **name))
+    {
+        let known: Vec<&str> = all.iter().map(Queue::label).collect();
+        return Err(SettingsError::Invalid {
+            key: "IIB_WORKER_QUEUES".into(),
+            problem: format!(
+                "names the queue {unknown:?}, which no queue setting declares (known: {}); declare it in IIB_QUEUES or IIB_USER_TO_QUEUE",
+                known.join(", ")
+            ),
+        });
+    }
+    Ok(all
+        .into_iter()
+        .filter(|q| names.contains(&q.label()))
+        .collect())
 }
 
 /// A queue's settings: `IIB_QUEUES` names it, else a queue whose name says "serial" runs one

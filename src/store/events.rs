@@ -111,7 +111,18 @@ impl Store {
         if events.is_empty() && secrets.is_empty() {
             return Ok(vec![]);
         }
-        let mut tx = self.begin_write().await?;
+        let tx = self.begin_write().await?;
+        self.append_in(tx, events, secrets, key).await
+    }
+
+    /// [`Store::append_keyed`] in `tx` (begun with [`Store::begin_write`]), which it commits.
+    pub async fn append_in(
+        &self,
+        mut tx: super::WriteTx,
+        events: &[NewEvent],
+        secrets: &[Secret],
+        key: Option<(&super::IdempotencyKey, &[u64])>,
+    ) -> Result<Vec<i64>, StoreError> {
         // Check every aggregate's version under the write lock (the unique key is the backstop).
         let mut checked: Vec<(&str, &str)> = Vec::new();
         for event in events {
@@ -182,6 +193,10 @@ impl Store {
                 .unwrap_or_else(Utc::now);
             key.insert(&mut tx, request_ids, now).await?;
         }
+        if let (true, Some(last)) = (self.notifies, positions.last()) {
+            tx.notify(crate::wakeups::EVENTS_CHANNEL, &last.to_string())
+                .await?;
+        }
         tx.commit().await?;
         Ok(positions)
     }
@@ -236,6 +251,19 @@ impl Store {
     /// Hands out `count` consecutive ids of the named sequence (`request` or `batch`).
     pub async fn next_ids(&self, sequence: &str, count: i64) -> Result<Vec<u64>, StoreError> {
         let mut tx = self.begin_write().await?;
+        let ids = tx.next_ids(sequence, count).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+}
+
+impl WriteTx {
+    /// [`Store::next_ids`] in this transaction: ids taken together with the events that use
+    /// them, under the write lock, follow the order of those events' positions (a request with
+    /// a lower id is never committed after one with a higher id, which the workers' serial
+    /// and per-index order relies on).
+    pub async fn next_ids(&mut self, sequence: &str, count: i64) -> Result<Vec<u64>, StoreError> {
+        let tx = self;
         let last: i64 = on_tx!(tx, conn => {
             sqlx::query_scalar(
                 "UPDATE id_sequences SET value = value + $1 WHERE name = $2 RETURNING value",
@@ -245,7 +273,6 @@ impl Store {
             .fetch_one(conn)
             .await?
         });
-        tx.commit().await?;
         Ok(((last - count + 1)..=last).map(|id| id as u64).collect())
     }
 }

@@ -107,6 +107,19 @@ pub(crate) enum TxInner {
 }
 
 impl WriteTx {
+    /// `NOTIFY channel, payload` delivered when (and only if) this transaction commits
+    /// (PostgreSQL; no-op on SQLite).
+    pub async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if let TxInner::Postgres(tx) = &mut self.0 {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         match self.0 {
             TxInner::Sqlite(tx) => tx.commit().await?,
@@ -125,6 +138,8 @@ pub struct Store {
     secrets_deleted: std::sync::Arc<tokio::sync::Notify>,
     /// Encrypts secrets at rest (`IIB_SECRET_KEY`); none: stored as given.
     secret_key: Option<std::sync::Arc<SecretKey>>,
+    /// PostgreSQL with `IIB_PG_NOTIFY`: commits send `NOTIFY`s (see `crate::wakeups`).
+    notifies: bool,
 }
 
 impl Store {
@@ -168,6 +183,7 @@ impl Store {
             pool,
             secrets_deleted: Default::default(),
             secret_key: None,
+            notifies: false,
         })
     }
 
@@ -175,6 +191,41 @@ impl Store {
     pub fn with_secret_key(mut self, key: Option<SecretKey>) -> Self {
         self.secret_key = key.map(std::sync::Arc::new);
         self
+    }
+
+    /// On PostgreSQL, makes every append send `NOTIFY iib_events` and the projector send
+    /// `NOTIFY iib_work` with its commits, for the other processes' `crate::wakeups` listeners
+    /// (no-op on SQLite, whose processes poll).
+    pub fn with_notifies(mut self, on: bool) -> Self {
+        self.notifies = on && self.backend() == Backend::Postgres;
+        self
+    }
+
+    /// Whether commits send `NOTIFY`s (PostgreSQL with `IIB_PG_NOTIFY`).
+    pub fn notifies(&self) -> bool {
+        self.notifies
+    }
+
+    /// A connection of its own listening on `channels` (PostgreSQL only; `None` on SQLite).
+    pub async fn listen(
+        &self,
+        channels: &[&str],
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen_all(channels.iter().copied()).await?;
+        Ok(Some(listener))
+    }
+
+    /// A connection outside the pool, for a session-level lock that must end with the
+    /// connection (PostgreSQL only; `None` on SQLite).
+    pub async fn dedicated_connection(&self) -> Result<Option<sqlx::PgConnection>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        Ok(Some(pool.acquire().await?.detach()))
     }
 
     /// The embedded default: a SQLite file in `data_dir`.

@@ -17,6 +17,16 @@ pub struct Message {
     pub headers: Vec<(String, Option<String>)>,
 }
 
+impl Message {
+    /// Its `correlation_id` header (`iib-<position>-<topic>`).
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == "correlation_id")
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Topics {
     pub build_state: String,

@@ -100,14 +100,20 @@ pub async fn run(
         })
         .expect("the queue thread starts");
     // Every commit (a submission, a request ending) may make work runnable: wake the actors
-    // at once instead of at their next tick.
+    // at once instead of at their next tick. While LISTEN/NOTIFY works, `committed` is woken by
+    // every commit of every process too, and each actor hears `NOTIFY iib_work` for its own
+    // queue (sent when the read model shows the change) instead.
     let committed = runner.bus.committed();
+    let wakeups = runner.bus.wakeups().clone();
     if let Ok(addresses) = addresses_rx.await {
         let stop = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = committed.notified() => {
+                        if wakeups.listening() {
+                            continue;
+                        }
                         for address in &addresses {
                             address.do_send(queue_actor::Poll);
                         }

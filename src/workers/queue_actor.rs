@@ -1,14 +1,17 @@
-//! One actix actor per queue. It decides what runs: on every tick (and whenever a request of
-//! its queue may have become runnable) it asks the runner to claim what fits its concurrency,
-//! starts each claimed request on the tokio runtime, and hears back when each one ends. The
-//! actor holds no I/O itself; the runner's futures run on the service's runtime.
+//! One actix actor per queue. It decides what runs: whenever a request of its queue may have
+//! become runnable (a commit in this process; on PostgreSQL, `NOTIFY iib_work` from any
+//! process, see `crate::wakeups`) and at its fallback tick, it asks the runner to claim what
+//! fits its concurrency, starts each claimed request on the tokio runtime, and hears back when
+//! each one ends. The tick looks every 100 ms, or every `wakeups::FALLBACK_POLL` while
+//! notifications arrive. The actor holds no I/O itself; the runner's futures run on the
+//! service's runtime.
 
 use super::runner::Runner;
 use super::settings::Queue;
 use actix::prelude::*;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct QueueActor {
     queue: Queue,
@@ -17,6 +20,8 @@ pub struct QueueActor {
     running: BTreeSet<u64>,
     polling: bool,
     tick: Duration,
+    /// When this actor last looked for work.
+    looked: Instant,
 }
 
 impl QueueActor {
@@ -33,6 +38,7 @@ impl QueueActor {
             running: BTreeSet::new(),
             polling: false,
             tick,
+            looked: Instant::now(),
         }
     }
 }
@@ -41,6 +47,11 @@ impl QueueActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Poll;
+
+/// The fallback tick: look for work unless notifications make looking needless yet.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Tick;
 
 /// The runner claimed these requests for this actor.
 #[derive(Message)]
@@ -66,8 +77,29 @@ impl Actor for QueueActor {
             concurrency = self.queue.settings.concurrency,
             "queue actor started"
         );
-        ctx.run_interval(self.tick, |_, ctx| ctx.address().do_send(Poll));
+        ctx.run_interval(self.tick, |_, ctx| ctx.address().do_send(Tick));
         ctx.address().do_send(Poll);
+        // `NOTIFY iib_work, '<this queue>'` from any process (and the listener's changes of
+        // state) wake this actor at once.
+        let signal = self.runner.bus.wakeups().queue(self.queue.label());
+        let me = ctx.address();
+        self.runtime.spawn(async move {
+            while me.connected() {
+                signal.notified().await;
+                me.do_send(Poll);
+            }
+        });
+    }
+}
+
+impl Handler<Tick> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) {
+        let every = self.runner.bus.wakeups().poll_every(self.tick);
+        if self.looked.elapsed() + self.tick / 2 >= every {
+            ctx.address().do_send(Poll);
+        }
     }
 }
 
@@ -84,6 +116,7 @@ impl Handler<Poll> for QueueActor {
             return;
         }
         self.polling = true;
+        self.looked = Instant::now();
         let runner = self.runner.clone();
         let queue = self.queue.clone();
         let running = self.running.clone();

@@ -46,6 +46,8 @@ impl Queue {
 pub struct WorkerSettings {
     /// `IIB_QUEUE_ACTORS`: whether `serve` and `worker` run requests at all.
     pub queue_actors: bool,
+    /// The queues this process serves (`IIB_WORKER_QUEUES`; all by default), highest priority
+    /// first.
     pub queues: Vec<Queue>,
     /// How long a claim lasts without a heartbeat; a dead worker's request is taken over after.
     pub lease: Duration,

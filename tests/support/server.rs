@@ -90,6 +90,65 @@ impl Server {
         }
     }
 
+    /// Starts `iib <args>` with exactly `settings` as its environment (no data directory, no
+    /// defaults of the tests'), and waits for the line on stdout starting with `ready` (`iib:
+    /// API listening on ` or `iib: metrics and probes on `); `base` is what follows it.
+    pub async fn start_command(
+        args: &[&str],
+        settings: &BTreeMap<String, String>,
+        ready: &'static str,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
+            .args(args)
+            .env_clear()
+            .env("IIB_DATA_DIR", dir.path())
+            .env("IIB_LOG_LEVEL", "WARN")
+            .envs(settings)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.strip_prefix(ready) {
+                    let _ = sender.send(rest.to_string());
+                }
+            }
+        });
+        let started = Instant::now();
+        let base = loop {
+            if let Ok(rest) = receiver.try_recv() {
+                break rest;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("iib {args:?} exited: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "iib {args:?} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        Self {
+            child,
+            base,
+            data: dir.path().to_path_buf(),
+            _dir: Some(dir),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
