@@ -239,10 +239,23 @@ async fn main() {
 async fn run() -> Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
-    iib::telemetry::init(&settings.telemetry);
+    // Traces are exported by the long-running commands only.
+    let export = matches!(
+        cli.command,
+        Command::Serve | Command::Api | Command::Worker | Command::Relay
+    );
+    let telemetry =
+        iib::telemetry::init(&settings.telemetry, export).map_err(|e| anyhow::anyhow!(e))?;
     if !matches!(cli.command, Command::Config { .. }) {
         settings.log_unused();
     }
+    let result = command(cli, settings).await;
+    // Off the async runtime's threads: the exporter blocks while it sends the last spans.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
+}
+
+async fn command(cli: Cli, settings: Settings) -> Result<()> {
     match cli.command {
         Command::Serve => serve(settings, true, true).await,
         Command::Api => serve(settings, true, false).await,
