@@ -121,6 +121,8 @@ impl Receiver {
 /// A process of ours, stopped with SIGTERM (so it flushes its spans) or killed when dropped.
 struct Process {
     child: Child,
+    /// Its log lines (stderr) so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -132,9 +134,21 @@ impl Process {
             .env_clear()
             .envs(settings)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stderr = child.stderr.take().unwrap();
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -149,15 +163,15 @@ impl Process {
             }
         });
         if command != "api" {
-            return (Self { child }, None);
+            return (Self { child, logs }, None);
         }
         let started = Instant::now();
         loop {
             if let Ok(url) = receiver.try_recv() {
-                return (Self { child }, Some(url));
+                return (Self { child, logs }, Some(url));
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("iib {command} exited: {status}");
+                panic!("iib {command} exited: {status}: {:?}", logs.lock().unwrap());
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -269,6 +283,7 @@ async fn one_add_request_is_one_trace_across_the_api_and_the_worker() {
             ("IIB_DATA_DIR", data.path().to_str().unwrap()),
             ("IIB_DATABASE_URL", db.url.as_str()),
             ("IIB_LISTEN_ADDR", "127.0.0.1:0"),
+            // The access log line is at INFO; its JSON line carries the trace id.
             ("IIB_LOG_LEVEL", "INFO"),
             ("IIB_LOG_FORMAT", "json"),
             ("IIB_QUEUE_ACTORS", "true"),
@@ -358,6 +373,16 @@ async fn one_add_request_is_one_trace_across_the_api_and_the_worker() {
     );
     assert_eq!(post.attribute("status").as_deref(), Some("201"));
     assert_eq!(post.attribute("trace_id").as_deref(), Some(CALLER_TRACE));
+    // The POST's access log line (JSON) carries the trace id.
+    let api_logs = api.logs.lock().unwrap().clone();
+    let access: Vec<Value> = api_logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "iib::access" && line["span"]["method"] == "POST")
+        .collect();
+    assert_eq!(access.len(), 1, "{api_logs:#?}");
+    assert_eq!(access[0]["span"]["trace_id"], CALLER_TRACE);
+    assert_eq!(access[0]["fields"]["status"], 201);
 
     // The worker's span, in another process, links to the POST's and is in its trace.
     let runs = of("iib-worker", "iib.request");
@@ -426,9 +451,13 @@ async fn one_add_request_is_one_trace_across_the_api_and_the_worker() {
         }
     }
     let read = &of("iib-worker", "read_catalog")[0];
-    assert_eq!(
-        read.attribute("image").as_deref(),
-        Some(world.index.as_str())
+    // The index as resolved: what was read is pinned.
+    let index_repository = world.index.trim_end_matches(":v4.18");
+    assert!(
+        read.attribute("image")
+            .unwrap()
+            .starts_with(&format!("{index_repository}@sha256:")),
+        "{read:?}"
     );
     assert_eq!(read.attribute("request_type").as_deref(), Some("add"));
     let build = &of("iib-worker", "build")[0];
