@@ -17,6 +17,8 @@ if [ "${BENCH_OTLP:-0}" = 1 ]; then
   python3 deploy/otlp-sink.py "$otlp_port" &
   sink=$!
   export IIB_OTEL_TRACING=true OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_SERVICE_NAME=iib-bench
+  # Short runs export too (the SDK's default waits 5 s between batches).
+  export OTEL_BSP_SCHEDULE_DELAY="${OTEL_BSP_SCHEDULE_DELAY:-500}"
 fi
 port=${BENCH_REGISTRY_PORT:-15000}
 cat > "$data/config.yml" <<YML

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -79,8 +79,8 @@ pub fn init(settings: &TelemetrySettings, export: bool) -> Result<Telemetry, Str
         }
         Some(provider) => {
             // The service's spans are exported whatever the log level; its warnings and errors
-            // become events of their spans. The log lines keep their own filter, plus the
-            // service's spans, so that lines in them carry their fields (the trace id).
+            // become events of their spans. The log lines keep their own filter (at INFO, the
+            // default, lines in the service's spans carry their fields, the trace id).
             let exported = filter_fn(|meta| {
                 meta.target().starts_with("iib")
                     && if meta.is_span() {
@@ -89,14 +89,15 @@ pub fn init(settings: &TelemetrySettings, export: bool) -> Result<Telemetry, Str
                         *meta.level() <= Level::WARN
                     }
             });
-            let spans = filter_fn(|meta| meta.is_span() && meta.target().starts_with("iib"));
             let otel = tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("iib"))
                 .with_threads(false)
                 .with_location(false)
+                // No busy/idle clock on every poll of every span.
+                .with_tracked_inactivity(false)
                 .with_filter(exported);
             let _ = tracing_subscriber::registry()
-                .with(fmt.with_filter(filter.or(spans)))
+                .with(fmt.with_filter(filter))
                 .with(otel)
                 .try_init();
         }
