@@ -660,6 +660,8 @@ pub async fn add(
         .env("LOGIN_DISABLED", "true")
         .env("IIB_REGISTRY", host)
         .env("IIB_REQUEST_LOGS_DIR", data.path().join("logs"))
+        // Traces as the bench is told (`deploy/bench-registry.sh` with BENCH_OTLP=1).
+        .envs(std::env::vars().filter(|(k, _)| k == "IIB_OTEL_TRACING" || k.starts_with("OTEL_")))
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().expect("piped");

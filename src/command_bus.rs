@@ -1,5 +1,6 @@
 //! The command bus: loads an aggregate from the store, lets it decide a command, and appends
-//! the events it emits (with metadata: who, when, which worker, correlation id).
+//! the events it emits (with metadata: who, when, which worker, correlation id, and the
+//! `traceparent` of the span that issued the command when traces are exported).
 //!
 //! Two things go beyond `cqrs_es::CqrsFramework`, which commits one aggregate at a time:
 //! a submission creates a batch and its requests (and stores their secrets) in one
@@ -78,6 +79,11 @@ impl CommandContext {
         }
         if let Some(id) = &self.correlation_id {
             map.insert(metadata::CORRELATION_ID.into(), id.clone().into());
+        }
+        // The span the command runs in (an HTTP call's, a worker's step): `None` unless traces
+        // are exported.
+        if let Some(traceparent) = crate::telemetry::current_traceparent() {
+            map.insert(metadata::TRACEPARENT.into(), traceparent.into());
         }
         Value::Object(map)
     }

@@ -276,17 +276,27 @@ async fn run() -> Result<()> {
         environment.push(("IIB_WORKER_QUEUES".into(), queues.clone()));
     }
     let settings = Settings::load_with(cli.config.as_deref(), environment)?;
-    iib::telemetry::init(&settings.telemetry);
+    // Traces are exported, and metrics recorded, by the long-running commands only.
+    let long_running = matches!(
+        cli.command,
+        Command::Serve | Command::Api | Command::Worker { .. } | Command::Relay
+    );
+    let telemetry = iib::telemetry::init(&settings.telemetry, long_running)
+        .map_err(|e| anyhow::anyhow!(e))?;
     if !matches!(cli.command, Command::Config { .. }) {
         settings.log_unused();
     }
-    if matches!(
-        cli.command,
-        Command::Serve | Command::Api | Command::Worker | Command::Relay
-    ) {
+    if long_running {
         // Before anything runs, so that nothing recorded is lost.
         iib::metrics::install();
     }
+    let result = command(cli, settings).await;
+    // Off the async runtime's threads: the exporter blocks while it sends the last spans.
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+    result
+}
+
+async fn command(cli: Cli, settings: Settings) -> Result<()> {
     match cli.command {
         Command::Serve => serve(settings, true, true).await,
         Command::Api => serve(settings, true, false).await,

@@ -179,6 +179,7 @@ fn iib_config_prints_every_setting_its_value_and_origin_with_secrets_masked() {
                 r#"{"sasl.username": "iib", "sasl.password": "hunter3"}"#,
             )
             .env("IIB_OTEL_TRACING", "true")
+            .env("OTEL_SERVICE_NAME", "iib-staging")
             .output()
             .unwrap()
     };
@@ -224,7 +225,12 @@ fn iib_config_prints_every_setting_its_value_and_origin_with_secrets_masked() {
         shown["IIB_KAFKA_PROPERTIES"]["value"],
         serde_json::json!({"sasl.username": "iib", "sasl.password": "*****"})
     );
-    assert_eq!(shown["IIB_OTEL_TRACING"]["used"], false);
+    assert_eq!(shown["IIB_OTEL_TRACING"]["used"], true);
+    assert_eq!(
+        entry("OTEL_SERVICE_NAME"),
+        ("iib-staging".into(), "environment".into())
+    );
+    assert_eq!(shown["IIB_SAC_QUEUES"]["used"], false);
     assert_eq!(shown["IIB_MAX_PER_PAGE"]["used"], true);
 
     let out = config("table");
@@ -247,10 +253,7 @@ fn iib_config_prints_every_setting_its_value_and_origin_with_secrets_masked() {
         row("IIB_KAFKA_BROKERS"),
         "IIB_KAFKA_BROKERS (unset) default"
     );
-    assert_eq!(
-        row("IIB_OTEL_TRACING"),
-        "IIB_OTEL_TRACING true environment accepted for IIB compatibility, not used"
-    );
+    assert_eq!(row("IIB_OTEL_TRACING"), "IIB_OTEL_TRACING true environment");
 }
 
 #[test]
@@ -292,7 +295,7 @@ fn settings_accepted_for_iib_compatibility_but_not_used_are_named_at_start_up() 
         .arg("migrate")
         .env_clear()
         .env("IIB_DATA_DIR", dir.path())
-        .env("IIB_OTEL_TRACING", "true")
+        .env("IIB_API_TIMEOUT", "60")
         .env("IIB_SAC_QUEUES", r#"["iib_sac"]"#)
         .output()
         .unwrap();
@@ -304,9 +307,8 @@ fn settings_accepted_for_iib_compatibility_but_not_used_are_named_at_start_up() 
         .collect();
     assert_eq!(named.len(), 1, "{logs}");
     assert!(
-        named[0].ends_with(
-            "accepted for IIB compatibility, not used: IIB_OTEL_TRACING, IIB_SAC_QUEUES"
-        ),
+        named[0]
+            .ends_with("accepted for IIB compatibility, not used: IIB_API_TIMEOUT, IIB_SAC_QUEUES"),
         "{logs}"
     );
     let out = iib(dir.path(), &["migrate"]);

@@ -134,3 +134,36 @@ async fn every_event_goes_to_the_events_topic_when_one_is_set() {
     let body: Value = serde_json::from_str(&events[1].body).unwrap();
     assert_eq!(body["event"], "RequestSubmitted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_carry_the_traceparent_their_event_was_recorded_with() {
+    let db = support::sqlite().await;
+    let bus = CommandBus::new(db.store.clone(), Duration::hours(1));
+    support::submit_rm(&bus, None, "op").await;
+    let topics = Topics {
+        events: Some("iib.events".into()),
+        ..topics()
+    };
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for event in db.store.read_after(0, 100).await.unwrap() {
+        // Recorded with tracing off: no traceparent in the metadata, none in the headers.
+        without.extend(messages_for(&db.store, &event, &topics).await.unwrap());
+        let mut traced = event.clone();
+        traced.metadata["traceparent"] = traceparent.into();
+        with.extend(messages_for(&db.store, &traced, &topics).await.unwrap());
+    }
+    assert_eq!(with.len(), 4, "{with:?}");
+    assert_eq!(without.len(), with.len());
+    for message in &with {
+        assert_eq!(
+            header(message, "traceparent"),
+            Some(traceparent),
+            "{message:?}"
+        );
+    }
+    for message in &without {
+        assert_eq!(header(message, "traceparent"), None, "{message:?}");
+    }
+}

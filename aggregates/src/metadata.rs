@@ -12,3 +12,7 @@ pub const USER: &str = "user";
 pub const WORKER: &str = "worker";
 /// Ties together all events caused by one incoming call (HTTP request id, worker step).
 pub const CORRELATION_ID: &str = "correlation_id";
+/// The W3C `traceparent` of the span that issued the command, when traces are exported: how a
+/// worker links its span to the call that submitted the request, and what the Kafka relay
+/// puts in the messages' headers.
+pub const TRACEPARENT: &str = "traceparent";

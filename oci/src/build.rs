@@ -17,6 +17,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use tracing::Instrument;
 
 /// A layer made here: its gzipped tar and the digest of the tar (the config's diff id).
 #[derive(Debug, Clone)]
@@ -399,40 +400,67 @@ impl RegistryClient {
         let mut entries = Vec::new();
         let mut manifests = Vec::new();
         for plan in plans {
-            let mut image_layers = Vec::with_capacity(plan.kept.len() + layers.len());
-            for (layer, from) in plan.kept {
-                uploaded += self
-                    .transfer_blob(from, target, &layer.digest, layer.size, credentials)
-                    .await?;
-                image_layers.push(layer);
-            }
-            for layer in layers {
-                uploaded += self
-                    .push_blob(target, &layer.digest, layer.blob.clone(), credentials)
-                    .await?;
-            }
-            image_layers.extend(layers.iter().map(Layer::descriptor));
-            let platform = Platform {
-                architecture: plan.arch.clone(),
-                os: plan.config["os"].as_str().unwrap_or("linux").to_string(),
-                variant: plan.config["variant"].as_str().map(str::to_string),
-            };
-            let config = apply_changes(plan.config, layers, changes);
+            // One span an arch (OpenTelemetry's, when the service exports traces).
+            let span = tracing::info_span!(
+                "build_arch",
+                arch = %plan.arch,
+                bytes_pushed = tracing::field::Empty
+            );
+            let arch = plan.arch.clone();
             let (entry, sent) = self
-                .push_arch_image(target, platform, &config, image_layers, credentials)
+                .push_plan(target, plan, layers, changes, credentials)
+                .instrument(span.clone())
                 .await?;
+            span.record("bytes_pushed", sent);
             uploaded += sent;
-            manifests.push((plan.arch, entry.digest.clone()));
+            manifests.push((arch, entry.digest.clone()));
             entries.push(entry);
         }
         let index = self
             .push_index(target, &target.target(), entries, credentials)
+            .instrument(tracing::info_span!("push_index", image = %target))
             .await?;
         Ok(Built {
             index,
             manifests,
             uploaded,
         })
+    }
+
+    /// Pushes one arch's image: its kept layers (from where they are), `layers`, and its
+    /// config with `changes`. Returns its index entry and the bytes uploaded.
+    async fn push_plan(
+        &self,
+        target: &Reference,
+        plan: ArchPlan<'_>,
+        layers: &[Layer],
+        changes: &ConfigChanges,
+        credentials: Option<&Credentials>,
+    ) -> Result<(Descriptor, u64), RegistryError> {
+        let mut uploaded = 0;
+        let mut image_layers = Vec::with_capacity(plan.kept.len() + layers.len());
+        for (layer, from) in plan.kept {
+            uploaded += self
+                .transfer_blob(from, target, &layer.digest, layer.size, credentials)
+                .await?;
+            image_layers.push(layer);
+        }
+        for layer in layers {
+            uploaded += self
+                .push_blob(target, &layer.digest, layer.blob.clone(), credentials)
+                .await?;
+        }
+        image_layers.extend(layers.iter().map(Layer::descriptor));
+        let platform = Platform {
+            architecture: plan.arch.clone(),
+            os: plan.config["os"].as_str().unwrap_or("linux").to_string(),
+            variant: plan.config["variant"].as_str().map(str::to_string),
+        };
+        let config = apply_changes(plan.config, layers, changes);
+        let (entry, sent) = self
+            .push_arch_image(target, platform, &config, image_layers, credentials)
+            .await?;
+        Ok((entry, uploaded + sent))
     }
 
     /// Builds `target` for `arches` from `base` plus `layers`, and pushes it with an index

@@ -1,6 +1,7 @@
 //! A request id for every call: taken from an incoming `X-Request-Id` (from a proxy) when it
 //! is sane, else made here; returned in the answer's `X-Request-Id` and recorded on every
-//! log line of the call through a tracing span, and one access-log line a call.
+//! log line of the call through a tracing span, and one access-log line a call. The span is
+//! the call's OpenTelemetry span when traces are exported (see `crate::telemetry`).
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -48,10 +49,22 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "http",
+        otel.kind = "server",
         request_id = %id,
         method = %request.method(),
-        path = %request.uri().path()
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    // With traces on: the caller's trace goes on (W3C `traceparent`), and the trace id is on
+    // every line of the call, the access log's included.
+    if crate::telemetry::enabled() {
+        let incoming = request
+            .headers()
+            .get(crate::telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        crate::telemetry::continue_trace(&span, incoming);
+    }
     // Probes and scrapes come every few seconds: their lines would drown the calls that matter.
     let routine = matches!(
         request.uri().path(),
@@ -62,6 +75,7 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     // The access log: one line a call (target `iib::access`, so it can be filtered on its own).
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.record("status", status);
     span.in_scope(|| {
         if routine {
             tracing::debug!(target: "iib::access", status, duration_ms, "answered");

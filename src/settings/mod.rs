@@ -8,7 +8,7 @@
 //!   naming the setting and what it accepts (never a silent clamp).
 //! - One module per area: `api` (listening, auth, links, body and HTTP limits), `workers`,
 //!   `registry`, `kafka`, `artifacts` (directories and S3), `storage` (data directory,
-//!   database, secrets, retention), `telemetry` (logging).
+//!   database, secrets, retention), `telemetry` (logging and traces).
 //! - `show`: what `iib config` prints, secrets masked.
 
 mod api;
@@ -27,7 +27,7 @@ pub use artifacts::ArtifactSettings;
 pub use registry::RegistrySettings;
 pub use source::{Config, Origin, SettingsError, SETTINGS};
 pub use storage::StorageSettings;
-pub use telemetry::{LogFormat, TelemetrySettings};
+pub use telemetry::{LogFormat, TelemetrySettings, TraceExport};
 
 use crate::api::ApiSettings;
 use crate::streaming::relay::RelaySettings;
@@ -36,8 +36,8 @@ use read::Reader;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Variables outside IIB's settings that the settings read: the standard AWS ones (S3) and
-/// `HOME` (the default Docker config). Taken from the same environment as the settings, so a
+/// Variables outside IIB's settings that the settings read: the standard AWS ones (S3),
+/// `HOME` (the default Docker config) and OpenTelemetry's endpoint of traces alone. Taken from the same environment as the settings, so a
 /// test can give them.
 const ENVIRONMENT: &[&str] = &[
     "AWS_ACCESS_KEY_ID",
@@ -47,6 +47,7 @@ const ENVIRONMENT: &[&str] = &[
     "AWS_DEFAULT_REGION",
     "AWS_ENDPOINT_URL",
     "HOME",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 ];
 
 /// The non-empty values of [`ENVIRONMENT`].
@@ -132,7 +133,7 @@ impl Settings {
             workers: workers::read(r, &artifacts)?,
             registry: registry::read(r, env)?,
             kafka,
-            telemetry: telemetry::read(r)?,
+            telemetry: telemetry::read(r, env)?,
             listen,
             artifacts,
             storage,
@@ -476,18 +477,18 @@ mod tests {
     #[test]
     fn unused_settings_that_were_set_are_named_and_shown() {
         let settings = Settings::from_pairs([
-            ("IIB_OTEL_TRACING", "true"),
+            ("IIB_REQUEST_LOGS_LEVEL", "INFO"),
             ("IIB_FORCE_OVERWRITE_FROM_INDEX", "true"),
         ])
         .unwrap();
         assert_eq!(
             settings.set_but_unused(),
-            vec!["IIB_FORCE_OVERWRITE_FROM_INDEX", "IIB_OTEL_TRACING"]
+            vec!["IIB_FORCE_OVERWRITE_FROM_INDEX", "IIB_REQUEST_LOGS_LEVEL"]
         );
         let entries = settings.entries();
         let otel = entries
             .iter()
-            .find(|e| e.key == "IIB_OTEL_TRACING")
+            .find(|e| e.key == "IIB_REQUEST_LOGS_LEVEL")
             .unwrap();
         assert!(!otel.used);
         assert_eq!(otel.source, Origin::Environment);

@@ -114,7 +114,7 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_LOG_FORMAT", Text, Some("pretty")),
     s("IIB_LOG_LEVEL", Text, Some("INFO")),
     s("IIB_MAX_PER_PAGE", Integer, Some("20")),
-    unused("IIB_OTEL_TRACING", Bool, Some("false")),
+    s("IIB_OTEL_TRACING", Bool, Some("false")),
     s("IIB_RECURSIVE_REQUEST_RELATED_BUNDLES_DIR", Text, None),
     s("IIB_REQUEST_DATA_DAYS_TO_LIVE", Integer, Some("3")),
     s("IIB_REQUEST_LOGS_DIR", Text, None),
@@ -147,6 +147,10 @@ pub const SETTINGS: &[Setting] = &[
     s("IIB_RETRY_MULTIPLIER", Integer, Some("5")),
     unused("IIB_SAC_QUEUES", List, Some("[]")),
     s("IIB_TOTAL_ATTEMPTS", Integer, Some("5")),
+    // OpenTelemetry's, which IIB reads with `IIB_OTEL_TRACING` (the other `OTEL_*` variables
+    // are read by the OpenTelemetry SDK itself).
+    s("OTEL_EXPORTER_OTLP_ENDPOINT", Text, None),
+    s("OTEL_SERVICE_NAME", Text, None),
 ];
 
 /// Settings that only debug builds (the test suite's) know: they reach code paths no
@@ -265,7 +269,11 @@ fn toml_to_raw(value: &toml::Value) -> String {
 
 /// Whether an environment variable is one of ours (others are none of our business).
 pub fn is_setting_name(name: &str) -> bool {
-    name.starts_with("IIB_") || name == "LOGIN_DISABLED"
+    name.starts_with("IIB_")
+        || matches!(
+            name,
+            "LOGIN_DISABLED" | "OTEL_EXPORTER_OTLP_ENDPOINT" | "OTEL_SERVICE_NAME"
+        )
 }
 
 impl Config {
@@ -483,14 +491,14 @@ mod tests {
     #[test]
     fn only_unused_settings_that_were_given_are_named() {
         let config = Config::from_pairs(pairs(&[
-            ("IIB_OTEL_TRACING", "true"),
+            ("IIB_API_TIMEOUT", "60"),
             ("IIB_SAC_QUEUES", "[]"),
             ("IIB_MAX_PER_PAGE", "5"),
         ]))
         .unwrap();
         assert_eq!(
             config.set_but_unused(),
-            vec!["IIB_OTEL_TRACING", "IIB_SAC_QUEUES"]
+            vec!["IIB_API_TIMEOUT", "IIB_SAC_QUEUES"]
         );
         assert!(Config::from_pairs(vec![])
             .unwrap()

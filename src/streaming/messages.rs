@@ -2,10 +2,12 @@
 //! JSON serializers the API uses. `build.state`: the request's non-verbose JSON as of that
 //! event, keyed by request id, with IIB's `batch`/`id`/`state`/`user` properties as headers.
 //! `batch.state`: sent for a new batch and a finished one. Every message has a stable
-//! `correlation_id` (from the event's position), so consumers can drop repeats.
+//! `correlation_id` (from the event's position), so consumers can drop repeats, and the
+//! `traceparent` of the span that caused the event when traces were exported.
 
 use crate::projector::decode;
 use crate::store::{format_time, RawEvent, Store, StoreError, StoredEvent};
+use iib_aggregates::metadata;
 use iib_projections::{render, BatchRecord, DomainEventPayload, ProjectedEvent, Views};
 use serde_json::Value;
 
@@ -163,6 +165,14 @@ pub async fn messages_for(
             body: crate::replay::to_json(event).to_string(),
             headers,
         });
+    }
+    // The trace of the span that caused the event (W3C Trace Context over Kafka headers).
+    if let Some(traceparent) = event.metadata[metadata::TRACEPARENT].as_str() {
+        for message in &mut out {
+            message
+                .headers
+                .push((metadata::TRACEPARENT.into(), Some(traceparent.to_string())));
+        }
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 
 use super::index_catalog::CatalogFiles;
 use super::runner::TaskContext;
+use super::steps::{step, Step};
 use super::tasks::TaskError;
 use iib_fbc::render::ObjectsAs;
 use iib_oci::build::{layer, ConfigChanges};
@@ -31,11 +32,16 @@ pub fn parse(pull_spec: &str) -> Result<Reference, TaskError> {
 /// `repository@digest` of a pull spec (IIB's `get_resolved_image`).
 pub async fn resolve(ctx: &TaskContext, pull_spec: &str) -> Result<String, TaskError> {
     let reference = parse(pull_spec)?;
-    let digest = ctx.client.resolve(&reference).await.map_err(|e| {
-        TaskError::Failed(format!(
-            "Failed to resolve the container image {pull_spec}: {e}"
-        ))
-    })?;
+    let resolving = Step::start(ctx, step::RESOLVE);
+    resolving.image(pull_spec);
+    let digest = resolving
+        .run(ctx.client.resolve(&reference))
+        .await
+        .map_err(|e| {
+            TaskError::Failed(format!(
+                "Failed to resolve the container image {pull_spec}: {e}"
+            ))
+        })?;
     Ok(reference.with_digest(digest).to_string())
 }
 
@@ -53,6 +59,15 @@ pub struct IndexContents {
 /// Reads the catalog of the index image `pull_spec` (its amd64 image, or the only one), from
 /// the worker's cache when this worker has read or built that image before.
 pub async fn read_index(ctx: &TaskContext, pull_spec: &str) -> Result<IndexContents, TaskError> {
+    let reading = Step::start(ctx, step::READ_CATALOG);
+    reading.image(pull_spec);
+    reading.run(read_index_catalog(ctx, pull_spec)).await
+}
+
+async fn read_index_catalog(
+    ctx: &TaskContext,
+    pull_spec: &str,
+) -> Result<IndexContents, TaskError> {
     let reference = parse(pull_spec)?;
     let fail =
         |e: String| TaskError::Failed(format!("Failed to read the index image {pull_spec}: {e}"));
@@ -188,12 +203,15 @@ pub struct Pushed {
     pub spec: String,
     pub resolved: String,
     pub manifests: Vec<String>,
+    /// Blob bytes uploaded (mounted and already present blobs cost nothing).
+    pub uploaded: u64,
 }
 
 impl Pushed {
     fn new(target: &Reference, spec: String, built: iib_oci::build::Built) -> Self {
         Self {
             resolved: target.with_digest(built.index).to_string(),
+            uploaded: built.uploaded,
             spec,
             manifests: built
                 .manifests
@@ -354,6 +372,7 @@ async fn push_binaryless(
         spec: target_spec.to_string(),
         resolved: target.with_digest(digest).to_string(),
         manifests,
+        uploaded: catalog_layer.blob.len() as u64,
     })
 }
 

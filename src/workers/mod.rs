@@ -10,6 +10,7 @@ pub mod queue_actor;
 pub mod request_log;
 pub mod runner;
 pub mod settings;
+pub mod steps;
 pub mod tasks;
 
 use crate::command_bus::CommandBus;

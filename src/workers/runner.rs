@@ -14,6 +14,7 @@
 use super::index_catalog::CatalogCache;
 use super::request_log::RequestLog;
 use super::settings::{Queue, WorkerSettings};
+use super::steps;
 use super::tasks::{self, TaskError};
 use crate::command_bus::{CommandBus, CommandContext, CommandError};
 use crate::shutdown::Shutdown;
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// What every task gets: the request, its secrets, and the means to report and build.
 pub struct TaskContext {
@@ -450,15 +452,37 @@ impl Runner {
     }
 
     async fn run_claimed(self: Arc<Self>, id: u64, queue: Queue, log: RequestLog) {
-        match self.prepare(id, &log).await {
-            Ok(Some((context, lease_until))) => self.execute(context, queue, lease_until).await,
-            Ok(None) => {}
-            Err(e) => {
-                log.error(format!("cannot start the request: {e}"));
-                self.release(id, format!("the worker could not start it: {e}"))
-                    .await;
-            }
+        let span = steps::request_span(id, self.worker.as_str());
+        if crate::telemetry::enabled() {
+            // The submitting call's span, from the events' metadata: this run links to it
+            // and goes on in its trace, however long ago and wherever it was submitted.
+            let submitted = self.submission_traceparent(id).await;
+            crate::telemetry::follow(&span, submitted.as_deref());
         }
+        let run = async {
+            match self.prepare(id, &log).await {
+                Ok(Some((context, lease_until))) => self.execute(context, queue, lease_until).await,
+                Ok(None) => {}
+                Err(e) => {
+                    log.error(format!("cannot start the request: {e}"));
+                    self.release(id, format!("the worker could not start it: {e}"))
+                        .await;
+                }
+            }
+        };
+        run.instrument(span).await
+    }
+
+    /// The `traceparent` recorded with the request's submission, if any.
+    async fn submission_traceparent(&self, id: u64) -> Option<String> {
+        let events = self.store.load("BuildRequest", &id.to_string(), 0).await;
+        events
+            .ok()?
+            .first()?
+            .metadata
+            .get(iib_aggregates::metadata::TRACEPARENT)?
+            .as_str()
+            .map(str::to_string)
     }
 
     /// Loads what the task needs, and when the claim's lease ends (by this process's clock);
@@ -527,6 +551,13 @@ impl Runner {
             .secrets(id, Utc::now())
             .await
             .map_err(|e| e.to_string())?;
+        steps::describe(
+            &tracing::Span::current(),
+            &record.params,
+            record.user.as_deref(),
+            record.queue.as_deref(),
+            attempt,
+        );
         let context = TaskContext {
             id,
             params: record.params.clone(),
@@ -590,6 +621,13 @@ impl Runner {
             },
             _ = self.shutdown.wait() => None,
         };
+        let span = tracing::Span::current();
+        match &outcome {
+            Some(Ok(_)) => steps::ended(&span, "complete", None),
+            Some(Err(TaskError::Failed(reason))) => steps::ended(&span, "failed", Some(reason)),
+            Some(Err(TaskError::Lost(_))) => steps::ended(&span, "lost", None),
+            None => steps::ended(&span, "handed_back", None),
+        }
         match outcome {
             Some(Ok(reason)) => {
                 log.info(&reason);

@@ -11,6 +11,7 @@ use crate::workers::index_image::{
     read_index, resolve, IndexContents, DELIVERY_VERSION_LABEL, DISTRIBUTION_SCOPE_LABEL,
 };
 use crate::workers::runner::TaskContext;
+use crate::workers::steps::{self, step, Step};
 use iib_aggregates::params::{
     AddDeprecationsParams, AddParams, CreateEmptyIndexParams, FbcOperationsParams,
     MergeIndexImageParams, RmParams, SecretKind,
@@ -251,16 +252,25 @@ fn unreadable(e: impl std::fmt::Display) -> TaskError {
 }
 
 /// Runs `work` on `catalog` off the async runtime (`crate::blocking`: parsing, validating,
-/// writing and the engine's changes are CPU-bound) and hands the catalog back.
-async fn on_catalog<T, F>(mut catalog: DeclarativeConfig, work: F) -> (DeclarativeConfig, T)
+/// writing and the engine's changes are CPU-bound) as step `name`, and hands the catalog back.
+async fn on_catalog<T, F>(
+    ctx: &TaskContext,
+    name: &'static str,
+    mut catalog: DeclarativeConfig,
+    work: F,
+) -> (DeclarativeConfig, T)
 where
     T: Send + 'static,
     F: FnOnce(&mut DeclarativeConfig) -> T + Send + 'static,
 {
-    crate::blocking::run(move || {
-        let out = work(&mut catalog);
-        (catalog, out)
-    })
+    steps::run(
+        ctx,
+        name,
+        crate::blocking::run(move || {
+            let out = work(&mut catalog);
+            (catalog, out)
+        }),
+    )
     .await
 }
 
@@ -313,7 +323,10 @@ async fn publish(
 ) -> Result<index_image::Pushed, TaskError> {
     // Writing is CPU-bound: off the async runtime, the catalog handed back.
     let write = |catalog: DeclarativeConfig| async move {
-        let (catalog, written) = on_catalog(catalog, |c| CatalogFiles::write(c)).await;
+        let (catalog, written) = on_catalog(ctx, step::WRITE_CATALOG, catalog, |c| {
+            CatalogFiles::write(c)
+        })
+        .await;
         written
             .map(|written| (catalog, written))
             .map_err(|e| TaskError::Failed(format!("Failed to write the catalog: {e}")))
@@ -409,7 +422,8 @@ async fn finish(
         RequestType::CreateEmptyIndex | RequestType::MergeIndexImage
     );
     let overwrite = ctx.params.overwritten_index();
-    let (catalog, valid) = on_catalog(working.catalog, |c| validate(c)).await;
+    let (catalog, valid) =
+        on_catalog(ctx, step::CHANGE_CATALOG, working.catalog, |c| validate(c)).await;
     valid.map_err(|e| {
         TaskError::Failed(format!("Failed to validate the content of the index:\n{e}"))
     })?;
@@ -417,13 +431,22 @@ async fn finish(
     if request_type != RequestType::MergeIndexImage {
         ctx.progress("Creating the manifest list").await?;
     }
-    let built = publish(ctx, prepared, working).await?;
+    let build = Step::start(ctx, step::BUILD);
+    build.arches(&prepared.arches);
+    let built = build.run(publish(ctx, prepared, working)).await?;
+    build.image(&built.spec).bytes_pushed(built.uploaded);
+    drop(build);
     let (pushed, pushed_resolved) = (built.spec, built.resolved);
     ctx.log.info(format!(
         "Pushed the index image {pushed} ({pushed_resolved})"
     ));
     if !build_tags.is_empty() {
-        index_image::push_tags(ctx, &pushed, build_tags).await?;
+        steps::run(
+            ctx,
+            step::PUSH_TAGS,
+            index_image::push_tags(ctx, &pushed, build_tags),
+        )
+        .await?;
     }
     let mut facts = BuildFacts {
         arches: prepared.arches.clone(),
@@ -449,15 +472,21 @@ async fn finish(
         }
         ctx.progress(format!("Overwriting the index image {index} with {pushed}"))
             .await?;
-        let (digest, _) = ctx
-            .client
-            .copy(&parse(&pushed)?, &target, credentials.as_ref())
+        let overwrite = Step::start(ctx, step::OVERWRITE);
+        overwrite.image(index);
+        let (digest, sent) = overwrite
+            .run(
+                ctx.client
+                    .copy(&parse(&pushed)?, &target, credentials.as_ref()),
+            )
             .await
             .map_err(|e| {
                 TaskError::Failed(format!(
                     "Failed to overwrite the input from_index container image of {index}: {e}"
                 ))
             })?;
+        overwrite.bytes_pushed(sent);
+        drop(overwrite);
         facts.index_image = Some(index.to_string());
         if full_record {
             facts.index_image_resolved = Some(target.with_digest(digest).to_string());
@@ -670,9 +699,12 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
         // IIB overwrites the latest bundle of a package in dev and stage indexes.
         overwrite_latest: matches!(prepared.distribution_scope.as_str(), "dev" | "stage"),
     };
-    let (added, report) = on_catalog(std::mem::take(catalog), move |c| {
-        add_bundles(c, missing, &options)
-    })
+    let (added, report) = on_catalog(
+        ctx,
+        step::CHANGE_CATALOG,
+        std::mem::take(catalog),
+        move |c| add_bundles(c, missing, &options),
+    )
     .await;
     *catalog = added;
     let report = report.map_err(|e| {
@@ -692,9 +724,12 @@ pub async fn add(ctx: &TaskContext, params: &AddParams) -> Result<String, TaskEr
             ctx.log
                 .info("Deprecation list was set but no bundles were found for deprecation.");
         } else {
-            let (deprecated, done) = on_catalog(std::mem::take(catalog), move |c| {
-                deprecate_truncate(c, &images)
-            })
+            let (deprecated, done) = on_catalog(
+                ctx,
+                step::CHANGE_CATALOG,
+                std::mem::take(catalog),
+                move |c| deprecate_truncate(c, &images),
+            )
             .await;
             *catalog = deprecated;
             done.map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
@@ -717,9 +752,12 @@ pub async fn rm(ctx: &TaskContext, params: &RmParams) -> Result<String, TaskErro
     prebuild(ctx, &prepared, BuildFacts::default()).await?;
     let mut working = prepared.packages(package_names(&params.operators)).await?;
     let operators = params.operators.clone();
-    let (removed, done) = on_catalog(std::mem::take(&mut working.catalog), move |c| {
-        remove_packages(c, &operators)
-    })
+    let (removed, done) = on_catalog(
+        ctx,
+        step::CHANGE_CATALOG,
+        std::mem::take(&mut working.catalog),
+        move |c| remove_packages(c, &operators),
+    )
     .await;
     working.catalog = removed;
     done.map_err(|e| {
@@ -864,9 +902,12 @@ pub async fn fbc_operations(
         ))
         .await?;
         let resolved = resolved.clone();
-        let (added, done) = on_catalog(std::mem::take(&mut working.catalog), move |c| {
-            iib_fbc::fragment::add_fragment(c, fragment, &resolved)
-        })
+        let (added, done) = on_catalog(
+            ctx,
+            step::CHANGE_CATALOG,
+            std::mem::take(&mut working.catalog),
+            move |c| iib_fbc::fragment::add_fragment(c, fragment, &resolved),
+        )
         .await;
         working.catalog = added;
         done.map_err(engine)?;
@@ -998,7 +1039,7 @@ pub async fn merge_index_image(
         }
     }
     let mode = graph_mode(params.graph_update_mode.as_deref())?;
-    let (merged, done) = on_catalog(catalog, move |c| {
+    let (merged, done) = on_catalog(ctx, step::CHANGE_CATALOG, catalog, move |c| {
         iib_fbc::merge::merge_indexes(c, &target, mode, &[])
     })
     .await;
@@ -1018,8 +1059,10 @@ pub async fn merge_index_image(
     deprecations.extend(invalid);
     let deprecations = latest_per_package(&catalog, &deprecations);
     if !deprecations.is_empty() {
-        let (deprecated, done) =
-            on_catalog(catalog, move |c| deprecate_truncate(c, &deprecations)).await;
+        let (deprecated, done) = on_catalog(ctx, step::CHANGE_CATALOG, catalog, move |c| {
+            deprecate_truncate(c, &deprecations)
+        })
+        .await;
         catalog = deprecated;
         done.map_err(|e| TaskError::Failed(format!("Failed to deprecate the bundles: {e}")))?;
     }
