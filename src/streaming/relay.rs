@@ -238,7 +238,11 @@ impl Relay {
                 )
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        // librdkafka waits for an admin request in flight when its client is dropped, so a
+        // short request timeout is what lets a shutdown during start-up end promptly.
+        let options = AdminOptions::new()
+            .request_timeout(Some(Duration::from_secs(10)))
+            .operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(new.iter(), &options)
             .await
@@ -420,8 +424,15 @@ impl Relay {
     /// Relays until shutdown, while holding the relay role (waiting for it meanwhile): after
     /// each commit (here, or elsewhere through LISTEN/NOTIFY), and every second.
     pub async fn run(self, committed: Arc<Notify>, shutdown: Shutdown) {
-        if let Err(e) = self.ensure_topics().await {
-            tracing::warn!(error = %e, "could not create the Kafka topics; relaying anyway");
+        // Creating the topics waits for the brokers (up to a minute when they are down): a
+        // shutdown meanwhile ends the relay at once.
+        tokio::select! {
+            created = self.ensure_topics() => {
+                if let Err(e) = created {
+                    tracing::warn!(error = %e, "could not create the Kafka topics; relaying anyway");
+                }
+            }
+            _ = shutdown.wait() => return,
         }
         let mut failures = 0u32;
         let mut role: Option<Role> = None;
