@@ -281,8 +281,8 @@ async fn run() -> Result<()> {
         cli.command,
         Command::Serve | Command::Api | Command::Worker { .. } | Command::Relay
     );
-    let telemetry = iib::telemetry::init(&settings.telemetry, long_running)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let telemetry =
+        iib::telemetry::init(&settings.telemetry, long_running).map_err(|e| anyhow::anyhow!(e))?;
     if !matches!(cli.command, Command::Config { .. }) {
         settings.log_unused();
     }
