@@ -12,22 +12,16 @@
 
 mod support;
 
-use iib::catalog_cli::Sources;
 use iib::projector::Projector;
-use iib_fbc::add::{add_bundles, AddOptions};
-use iib_fbc::declcfg::DeclarativeConfig;
-use iib_fbc::render::ObjectsAs;
-use iib_oci::{ClientOptions, Reference, RegistryClient};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::bundles::{community_packages, push_binary_image, push_bundle, push_index_image};
 use support::kafka::Broker;
-use support::registry::Registry;
 use support::server::Server;
+use support::world::world;
 
 const API_READY: &str = "iib: API listening on ";
 const OPS_READY: &str = "iib: metrics and probes on ";
@@ -339,65 +333,6 @@ async fn two_apis_and_two_relays_share_one_database() {
         let received = build_state_messages(broker, expected.len()).await;
         assert_eq!(per_key(&received), per_key(&expected));
         assert_eq!(received.len(), expected.len(), "no message twice");
-    }
-}
-
-/// A registry with the kube-green bundles, a two-arch binary image and an index holding the
-/// first `in_index` kube-green bundles (as `tests/workers.rs` builds it).
-struct World {
-    registry: Registry,
-    bundles: Vec<String>,
-    binary: String,
-    index: String,
-}
-
-async fn world(in_index: usize) -> World {
-    let registry = Registry::start().await;
-    let client = RegistryClient::new(ClientOptions::default()).unwrap();
-    let package = community_packages()
-        .into_iter()
-        .find(|p| p.name == "kube-green")
-        .unwrap();
-    let mut bundles = Vec::new();
-    for (_, dir) in &package.bundles {
-        let version = dir.file_name().unwrap().to_string_lossy();
-        let spec = format!("{}/kube-green-bundle:{version}", registry.host);
-        push_bundle(&client, &spec.parse().unwrap(), dir).await;
-        bundles.push(spec);
-    }
-    let binary = format!("{}/opm:v4.18", registry.host);
-    let binary_ref: Reference = binary.parse().unwrap();
-    push_binary_image(&client, &binary_ref, &["amd64", "arm64"]).await;
-    let mut sources = Sources::new(ClientOptions::default());
-    let mut rendered = Vec::new();
-    for spec in &bundles[..in_index] {
-        let reference: Reference = spec.parse().unwrap();
-        let digest = client.resolve(&reference).await.unwrap();
-        let pinned = reference.with_digest(digest).to_string();
-        rendered.push(
-            sources
-                .render_bundle(&pinned, None, ObjectsAs::CsvMetadata)
-                .await
-                .unwrap(),
-        );
-    }
-    let mut catalog = DeclarativeConfig::default();
-    add_bundles(&mut catalog, rendered, &AddOptions::default()).unwrap();
-    let index = format!("{}/index:v4.18", registry.host);
-    push_index_image(
-        &client,
-        &binary_ref,
-        &index.parse().unwrap(),
-        &["amd64", "arm64"],
-        &catalog,
-        "v4.18",
-    )
-    .await;
-    World {
-        registry,
-        bundles,
-        binary,
-        index,
     }
 }
 

@@ -6,19 +6,14 @@
 
 mod support;
 
-use iib::catalog_cli::Sources;
-use iib_fbc::add::{add_bundles, AddOptions};
-use iib_fbc::declcfg::DeclarativeConfig;
-use iib_fbc::render::ObjectsAs;
-use iib_oci::{ClientOptions, Reference, RegistryClient};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::bundles::{community_packages, push_binary_image, push_bundle, push_index_image};
 use support::registry::Registry;
 use support::server::{free_port, Server};
+use support::world::world;
 
 /// One sample of a Prometheus text exposition.
 #[derive(Debug)]
@@ -395,65 +390,6 @@ async fn every_process_kind_serves_metrics_promtool_accepts_and_http_calls_are_c
     // The relay is on but its broker never answers: every event is behind.
     let (_, text) = get_text(&relay.url("/metrics")).await;
     assert_eq!(sum(&text, "iib_relay_lag_events", &[]), 4.0, "{text}");
-}
-
-/// A registry with the kube-green bundles, a two-arch binary image and an index holding the
-/// first `in_index` of them.
-struct World {
-    registry: Registry,
-    bundles: Vec<String>,
-    binary: String,
-    index: String,
-}
-
-async fn world(in_index: usize) -> World {
-    let registry = Registry::start().await;
-    let client = RegistryClient::new(ClientOptions::default()).unwrap();
-    let package = community_packages()
-        .into_iter()
-        .find(|p| p.name == "kube-green")
-        .unwrap();
-    let mut bundles = Vec::new();
-    for (_, dir) in &package.bundles {
-        let version = dir.file_name().unwrap().to_string_lossy();
-        let spec = format!("{}/kube-green-bundle:{version}", registry.host);
-        push_bundle(&client, &spec.parse().unwrap(), dir).await;
-        bundles.push(spec);
-    }
-    let binary = format!("{}/opm:v4.18", registry.host);
-    let binary_ref: Reference = binary.parse().unwrap();
-    push_binary_image(&client, &binary_ref, &["amd64", "arm64"]).await;
-    let mut sources = Sources::new(ClientOptions::default());
-    let mut rendered = Vec::new();
-    for spec in &bundles[..in_index] {
-        let reference: Reference = spec.parse().unwrap();
-        let digest = client.resolve(&reference).await.unwrap();
-        let pinned = reference.with_digest(digest).to_string();
-        rendered.push(
-            sources
-                .render_bundle(&pinned, None, ObjectsAs::CsvMetadata)
-                .await
-                .unwrap(),
-        );
-    }
-    let mut catalog = DeclarativeConfig::default();
-    add_bundles(&mut catalog, rendered, &AddOptions::default()).unwrap();
-    let index = format!("{}/index:v4.18", registry.host);
-    push_index_image(
-        &client,
-        &binary_ref,
-        &index.parse().unwrap(),
-        &["amd64", "arm64"],
-        &catalog,
-        "v4.18",
-    )
-    .await;
-    World {
-        registry,
-        bundles,
-        binary,
-        index,
-    }
 }
 
 async fn finished(server: &Server, id: u64) -> Value {

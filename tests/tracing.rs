@@ -8,11 +8,6 @@
 mod support;
 
 use axum::body::Bytes;
-use iib::catalog_cli::Sources;
-use iib_fbc::add::{add_bundles, AddOptions};
-use iib_fbc::declcfg::DeclarativeConfig;
-use iib_fbc::render::ObjectsAs;
-use iib_oci::{ClientOptions, Reference, RegistryClient};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -23,8 +18,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::bundles::{community_packages, push_binary_image, push_bundle, push_index_image};
-use support::registry::Registry;
+use support::world::world;
 
 /// A span as received, with the `service.name` of the process that sent it.
 #[derive(Clone, Debug)]
@@ -207,59 +201,6 @@ fn tansu() -> Option<std::path::PathBuf> {
     path.exists().then_some(path)
 }
 
-/// A registry with two kube-green bundles, a two-arch binary image and an index holding the
-/// first of them.
-struct World {
-    registry: Registry,
-    bundle: String,
-    binary: String,
-    index: String,
-}
-
-async fn world() -> World {
-    let registry = Registry::start().await;
-    let client = RegistryClient::new(ClientOptions::default()).unwrap();
-    let package = community_packages()
-        .into_iter()
-        .find(|p| p.name == "kube-green")
-        .unwrap();
-    let mut bundles = Vec::new();
-    for (_, dir) in package.bundles.iter().take(2) {
-        let version = dir.file_name().unwrap().to_string_lossy();
-        let spec = format!("{}/kube-green-bundle:{version}", registry.host);
-        push_bundle(&client, &spec.parse().unwrap(), dir).await;
-        bundles.push(spec);
-    }
-    let binary = format!("{}/opm:v4.18", registry.host);
-    let binary_ref: Reference = binary.parse().unwrap();
-    push_binary_image(&client, &binary_ref, &["amd64", "arm64"]).await;
-    let reference: Reference = bundles[0].parse().unwrap();
-    let digest = client.resolve(&reference).await.unwrap();
-    let pinned = reference.with_digest(digest).to_string();
-    let rendered = Sources::new(ClientOptions::default())
-        .render_bundle(&pinned, None, ObjectsAs::CsvMetadata)
-        .await
-        .unwrap();
-    let mut catalog = DeclarativeConfig::default();
-    add_bundles(&mut catalog, vec![rendered], &AddOptions::default()).unwrap();
-    let index = format!("{}/index:v4.18", registry.host);
-    push_index_image(
-        &client,
-        &binary_ref,
-        &index.parse().unwrap(),
-        &["amd64", "arm64"],
-        &catalog,
-        "v4.18",
-    )
-    .await;
-    World {
-        bundle: bundles[1].clone(),
-        registry,
-        binary,
-        index,
-    }
-}
-
 /// The caller's trace: the POST continues it.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -267,7 +208,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_add_request_is_one_trace_across_the_api_and_the_worker() {
     let receiver = Receiver::start().await;
-    let world = world().await;
+    let world = world(1).await;
     let db = support::postgres().await;
     let logs = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -314,7 +255,7 @@ async fn one_add_request_is_one_trace_across_the_api_and_the_worker() {
         .header("X-Remote-User", "tbrady@DOMAIN.LOCAL")
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
         .json(&json!({
-            "bundles": [world.bundle],
+            "bundles": [world.bundles[1]],
             "from_index": world.index,
             "binary_image": world.binary,
             "overwrite_from_index": true,

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod s3;
 pub mod server;
 pub mod tls;
+pub mod world;
 
 // The registry servers live with the registry library's tests; the service's tests use the
 // same ones.
