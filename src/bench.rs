@@ -528,10 +528,7 @@ pub async fn add(
     fixtures: Option<std::path::PathBuf>,
     chain: bool,
 ) -> Result<()> {
-    use iib_fbc::add::{add_bundles, AddOptions};
     use iib_fbc::declcfg::DeclarativeConfig;
-    use iib_fbc::render::{render_bundle, ObjectsAs};
-    use iib_oci::build::{layer, ConfigChanges};
     use iib_oci::{ClientOptions, Reference, RegistryClient};
     use std::collections::BTreeMap;
 
@@ -559,22 +556,7 @@ pub async fn add(
             ("the community catalog".to_string(), None, 0)
         }
         None => {
-            for p in 0..packages {
-                let package = format!("package-{p:03}");
-                let rendered = (0..bundles)
-                    .map(|i| {
-                        let version = format!("1.{i}.0");
-                        let replaces = (i > 0).then(|| format!("{package}.v1.{}.0", i - 1));
-                        let files = synthetic_bundle(&package, &version, replaces.as_deref());
-                        render_bundle(
-                            files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
-                            &format!("{host}/bench/{package}-bundle:{version}"),
-                            ObjectsAs::CsvMetadata,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                add_bundles(&mut catalog, rendered, &AddOptions::default())?;
-            }
+            add_synthetic_packages(&mut catalog, host, packages, bundles)?;
             (
                 format!("{packages} packages x {bundles} bundles"),
                 Some(format!("package-{:03}", packages / 2)),
@@ -583,34 +565,7 @@ pub async fn add(
         }
     };
     let index: Reference = format!("{host}/bench/index-{run}:v4.18").parse()?;
-    let files: BTreeMap<String, Vec<u8>> =
-        iib_fbc::write::to_files(&catalog, iib_fbc::write::Format::Json)?
-            .into_iter()
-            .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))
-            .collect();
-    let changes = ConfigChanges {
-        labels: BTreeMap::from([
-            (
-                "operators.operatorframework.io.index.configs.v1".to_string(),
-                "/configs".to_string(),
-            ),
-            (
-                "com.redhat.index.delivery.version".to_string(),
-                "v4.18".to_string(),
-            ),
-        ]),
-        ..Default::default()
-    };
-    client
-        .build(
-            &binary,
-            &index,
-            &["amd64".to_string()],
-            &[layer(&files)],
-            &changes,
-            None,
-        )
-        .await?;
+    push_catalog_index(&client, &binary, &index, &catalog).await?;
     eprintln!(
         "from_index {index}: {label}, {} bundles",
         catalog.bundles.len()
@@ -911,5 +866,75 @@ pub async fn kafka(brokers: &str, requests: u64) -> Result<()> {
         "cold replay --to-kafka: {events} events ({sent} messages) in {seconds:.2} s, {:.0} events/s",
         events as f64 / seconds
     );
+    Ok(())
+}
+
+/// Adds `packages` synthetic packages of `bundles` bundles each (`package-NNN`, versions
+/// `1.0.0`, `1.1.0`, … each replacing the one before) to `catalog`, as pushed under `host`.
+fn add_synthetic_packages(
+    catalog: &mut iib_fbc::declcfg::DeclarativeConfig,
+    host: &str,
+    packages: usize,
+    bundles: usize,
+) -> Result<()> {
+    use iib_fbc::add::{add_bundles, AddOptions};
+    use iib_fbc::render::{render_bundle, ObjectsAs};
+    for p in 0..packages {
+        let package = format!("package-{p:03}");
+        let rendered = (0..bundles)
+            .map(|i| {
+                let version = format!("1.{i}.0");
+                let replaces = (i > 0).then(|| format!("{package}.v1.{}.0", i - 1));
+                let files = synthetic_bundle(&package, &version, replaces.as_deref());
+                render_bundle(
+                    files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+                    &format!("{host}/bench/{package}-bundle:{version}"),
+                    ObjectsAs::CsvMetadata,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        add_bundles(catalog, rendered, &AddOptions::default())?;
+    }
+    Ok(())
+}
+
+/// Pushes `catalog` as an amd64 FBC index image `index` on `binary`, labelled as IIB labels
+/// a v4.18 index.
+async fn push_catalog_index(
+    client: &iib_oci::RegistryClient,
+    binary: &iib_oci::Reference,
+    index: &iib_oci::Reference,
+    catalog: &iib_fbc::declcfg::DeclarativeConfig,
+) -> Result<()> {
+    use iib_oci::build::{layer, ConfigChanges};
+    use std::collections::BTreeMap;
+    let files: BTreeMap<String, Vec<u8>> =
+        iib_fbc::write::to_files(catalog, iib_fbc::write::Format::Json)?
+            .into_iter()
+            .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))
+            .collect();
+    let changes = ConfigChanges {
+        labels: BTreeMap::from([
+            (
+                "operators.operatorframework.io.index.configs.v1".to_string(),
+                "/configs".to_string(),
+            ),
+            (
+                "com.redhat.index.delivery.version".to_string(),
+                "v4.18".to_string(),
+            ),
+        ]),
+        ..Default::default()
+    };
+    client
+        .build(
+            binary,
+            index,
+            &["amd64".to_string()],
+            &[layer(&files)],
+            &changes,
+            None,
+        )
+        .await?;
     Ok(())
 }

@@ -218,8 +218,7 @@ impl CommandBus {
             None => self.store.append_keyed(events, secrets, key).await?,
         };
         if !positions.is_empty() {
-            self.committed.notify_waiters();
-            self.committed.notify_one();
+            crate::wakeups::wake(&self.committed);
         }
         Ok(positions.last().copied().unwrap_or(0))
     }

@@ -230,7 +230,7 @@ enum Bench {
     /// One `iib api` and N `iib worker` processes on a fresh PostgreSQL database per run, adding
     /// small bundles against the registry at HOST: submissions/s, completions/s and the time
     /// from POST to a worker claiming the request, with and without LISTEN/NOTIFY
-    /// (`deploy/bench-fleet.sh` starts the registry).
+    /// (`deploy/bench-registry.sh fleet` starts the registry).
     Fleet {
         #[arg(long)]
         registry: String,

@@ -24,8 +24,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// The W3C Trace Context header (and event metadata key, and Kafka header).
-pub const TRACEPARENT: &str = "traceparent";
+/// The W3C Trace Context header (also the events' metadata key and the Kafka header).
+pub use iib_aggregates::metadata::TRACEPARENT;
 
 /// Whether spans are exported (set once by [`init`]).
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -105,10 +105,12 @@ pub fn init(settings: &TelemetrySettings, export: bool) -> Result<Telemetry, Str
     if let (Some(traces), Some(_)) = (&settings.traces, &provider) {
         ENABLED.store(true, Ordering::Relaxed);
         tracing::info!(
-            endpoint = traces
-                .endpoint
-                .as_deref()
-                .unwrap_or("http://localhost:4318/v1/traces"),
+            endpoint = crate::settings::show::mask_url(
+                traces
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or("http://localhost:4318/v1/traces")
+            ),
             service_name = %traces.service_name,
             "exporting traces (OTLP over HTTP)"
         );

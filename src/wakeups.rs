@@ -29,8 +29,7 @@ use tokio::sync::Notify;
 
 pub const EVENTS_CHANNEL: &str = "iib_events";
 pub const WORK_CHANNEL: &str = "iib_work";
-/// The default queue's name in `iib_work` payloads (as `Queue::label` names it).
-pub const DEFAULT_QUEUE: &str = "default";
+pub use crate::workers::settings::DEFAULT_QUEUE;
 /// How often pollers look anyway while notifications arrive.
 pub const FALLBACK_POLL: Duration = Duration::from_secs(2);
 
@@ -45,6 +44,13 @@ pub fn makes_work_runnable(event: &BuildRequestEvent) -> bool {
             | BuildRequestEvent::RequestFailed { .. }
             | BuildRequestEvent::ClaimReleased { .. }
     )
+}
+
+/// Wakes every task waiting on `signal` now, and the next one to wait (a commit that lands
+/// between a waiter's look and its wait is not missed).
+pub fn wake(signal: &Notify) {
+    signal.notify_waiters();
+    signal.notify_one();
 }
 
 /// The process's wake-up signals; cheap to clone.
@@ -108,8 +114,7 @@ impl Wakeups {
     /// Wakes every waiter (the listener connected or went away: pollers pick their period
     /// again, and whatever was notified meanwhile is looked at).
     fn wake_all(&self) {
-        self.inner.committed.notify_waiters();
-        self.inner.committed.notify_one();
+        wake(&self.inner.committed);
         let queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
         for signal in queues.values() {
             signal.notify_one();
@@ -147,10 +152,7 @@ impl Wakeups {
                         tokio::select! {
                             received = listener.try_recv() => match received {
                                 Ok(Some(notification)) => match notification.channel() {
-                                    EVENTS_CHANNEL => {
-                                        self.inner.committed.notify_waiters();
-                                        self.inner.committed.notify_one();
-                                    }
+                                    EVENTS_CHANNEL => wake(&self.inner.committed),
                                     WORK_CHANNEL => self.wake_queue(notification.payload()),
                                     _ => {}
                                 },

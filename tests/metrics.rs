@@ -9,7 +9,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::registry::Registry;
 use support::server::{free_port, Server};
@@ -155,69 +155,18 @@ async fn get_text(url: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-/// An `iib` process other than `serve` (see `support::server` for that): started with
-/// `settings`, found at the URL it prints on stdout after `announces`; killed when dropped.
-struct Process {
-    child: Child,
-    base: String,
+/// `iib <command>` with exactly `settings` as its environment, found at the URL it prints on
+/// stdout after `announces`; killed when dropped.
+async fn start(command: &str, settings: &[(&str, String)], announces: &str) -> Server {
+    let settings: BTreeMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    Server::start_command(&[command], &settings, announces).await
 }
 
-impl Process {
-    async fn start(command: &str, settings: &[(&str, String)], announces: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
-            .arg(command)
-            .env_clear()
-            .env("IIB_LOG_LEVEL", "WARN")
-            .envs(settings.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let announces = announces.to_string();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(url) = line.strip_prefix(&announces) {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let started = Instant::now();
-        let base = loop {
-            if let Ok(url) = receiver.try_recv() {
-                break url;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("iib {command} exited: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "iib {command} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Self { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const API: &str = "iib: API listening on ";
-const OPS: &str = "iib: metrics and probes on ";
+const API: &str = support::server::API_LISTENING;
+const OPS: &str = support::server::OPS_LISTENING;
 
 async fn post_add(base: &str, from_index: &str, bundles: &[&str], binary: &str) -> u64 {
     let answer = reqwest::Client::new()
@@ -250,14 +199,14 @@ async fn every_process_kind_serves_metrics_promtool_accepts_and_http_calls_are_c
         .collect()
     };
     // The worker migrates the database first; the others start on it.
-    let worker = Process::start(
+    let worker = start(
         "worker",
         &settings(&[("IIB_METRICS_ADDR", "127.0.0.1:0")]),
         OPS,
     )
     .await;
-    let api = Process::start("api", &settings(&[("IIB_LISTEN_ADDR", "127.0.0.1:0")]), API).await;
-    let relay = Process::start(
+    let api = start("api", &settings(&[("IIB_LISTEN_ADDR", "127.0.0.1:0")]), API).await;
+    let relay = start(
         "relay",
         &settings(&[
             ("IIB_METRICS_ADDR", "127.0.0.1:0"),
@@ -838,7 +787,7 @@ impl Drop for PrivatePostgres {
 }
 
 /// Polls `path` until it answers `status`, within `limit`.
-async fn until_status(process: &Process, path: &str, status: u16, limit: Duration) -> String {
+async fn until_status(process: &Server, path: &str, status: u16, limit: Duration) -> String {
     let started = Instant::now();
     loop {
         let (got, body) = get_text(&process.url(path)).await;
@@ -864,7 +813,7 @@ async fn readyz_follows_postgresql_going_away_and_coming_back_while_livez_stays_
     };
     postgres.start();
     let data = tempfile::tempdir().unwrap();
-    let worker = Process::start(
+    let worker = start(
         "worker",
         &[
             ("IIB_DATABASE_URL", postgres.url()),

@@ -127,7 +127,12 @@ impl Process {
             .arg(command)
             .env_clear()
             .envs(settings)
-            .stdout(Stdio::piped())
+            // Only `api` says something on stdout that matters here: where it listens.
+            .stdout(if command == "api" {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -143,36 +148,12 @@ impl Process {
                 kept.lock().unwrap().push(line);
             }
         });
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(url) = line.strip_prefix("iib: API listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
         if command != "api" {
             return (Self { child, logs }, None);
         }
-        let started = Instant::now();
-        loop {
-            if let Ok(url) = receiver.try_recv() {
-                return (Self { child, logs }, Some(url));
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("iib {command} exited: {status}: {:?}", logs.lock().unwrap());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "iib {command} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let url =
+            support::server::announced(&mut child, support::server::API_LISTENING, "api").await;
+        (Self { child, logs }, Some(url))
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {

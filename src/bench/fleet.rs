@@ -86,51 +86,9 @@ pub async fn run(
     )
     .await?;
     let mut catalog = iib_fbc::declcfg::DeclarativeConfig::default();
-    for p in 0..5 {
-        let package = format!("package-{p:03}");
-        let rendered = (0..4)
-            .map(|i| {
-                let version = format!("1.{i}.0");
-                let replaces = (i > 0).then(|| format!("{package}.v1.{}.0", i - 1));
-                let files = synthetic_bundle(&package, &version, replaces.as_deref());
-                iib_fbc::render::render_bundle(
-                    files.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
-                    &format!("{host}/bench/{package}-bundle:{version}"),
-                    iib_fbc::render::ObjectsAs::CsvMetadata,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        iib_fbc::add::add_bundles(&mut catalog, rendered, &iib_fbc::add::AddOptions::default())?;
-    }
+    super::add_synthetic_packages(&mut catalog, host, 5, 4)?;
     let index: Reference = format!("{host}/bench/index-{run}:v4.18").parse()?;
-    let files: BTreeMap<String, Vec<u8>> =
-        iib_fbc::write::to_files(&catalog, iib_fbc::write::Format::Json)?
-            .into_iter()
-            .map(|(p, t)| (format!("configs/{p}"), t.into_bytes()))
-            .collect();
-    let changes = iib_oci::build::ConfigChanges {
-        labels: BTreeMap::from([
-            (
-                "operators.operatorframework.io.index.configs.v1".to_string(),
-                "/configs".to_string(),
-            ),
-            (
-                "com.redhat.index.delivery.version".to_string(),
-                "v4.18".to_string(),
-            ),
-        ]),
-        ..Default::default()
-    };
-    client
-        .build(
-            &binary,
-            &index,
-            &["amd64".to_string()],
-            &[iib_oci::build::layer(&files)],
-            &changes,
-            None,
-        )
-        .await?;
+    super::push_catalog_index(&client, &binary, &index, &catalog).await?;
     let total_runs = workers.len() * 2;
     let mut bundles = Vec::new();
     let per_run = requests + probes;

@@ -198,7 +198,9 @@ impl RequestLabels {
 
 /// The label of a queue (`None`: the default queue).
 pub fn queue_label(queue: Option<&str>) -> String {
-    queue.unwrap_or("default").to_string()
+    queue
+        .unwrap_or(crate::workers::settings::DEFAULT_QUEUE)
+        .to_string()
 }
 
 /// A request submitted through the API.

@@ -4,7 +4,7 @@
 use super::artifacts::ArtifactSettings;
 use super::read::Reader;
 use super::source::SettingsError;
-use crate::workers::settings::{Queue, QueueSettings, WorkerSettings};
+use crate::workers::settings::{Queue, QueueSettings, WorkerSettings, DEFAULT_QUEUE};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ fn queues(r: &Reader) -> Result<Vec<Queue>, SettingsError> {
         }
     }
     for name in configured.keys() {
-        let name = (name != "default").then(|| name.clone());
+        let name = (name != DEFAULT_QUEUE).then(|| name.clone());
         if !names.contains(&name) {
             names.push(name);
         }
@@ -136,7 +136,7 @@ fn served(r: &Reader, all: Vec<Queue>) -> Result<Vec<Queue>, SettingsError> {
 /// A queue's settings: `IIB_QUEUES` names it, else a queue whose name says "serial" runs one
 /// request at a time, others two.
 fn queue_settings(all: &BTreeMap<String, QueueSettings>, name: Option<&str>) -> QueueSettings {
-    let key = name.unwrap_or("default");
+    let key = name.unwrap_or(DEFAULT_QUEUE);
     all.get(key).cloned().unwrap_or_else(|| QueueSettings {
         concurrency: if key.contains("serial") { 1 } else { 2 },
         ..QueueSettings::default()

@@ -37,6 +37,20 @@ pub struct Topics {
     pub events: Option<String>,
 }
 
+impl Topics {
+    /// Every topic the relay publishes to.
+    pub fn names(&self) -> Vec<&str> {
+        [
+            Some(self.build_state.as_str()),
+            Some(self.batch_state.as_str()),
+            self.events.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 fn projected(event: &StoredEvent) -> Result<ProjectedEvent, StoreError> {
     decode(&RawEvent {
         position: event.position,

@@ -178,15 +178,13 @@ impl Relay {
     /// previous relay delivered after the checkpoint, so that they are not sent again.
     pub async fn learn_delivered(&self) -> Result<usize, RelayError> {
         let after = self.store.checkpoint(CHECKPOINT).await?;
-        let topics = &self.settings.topics;
-        let names: Vec<String> = [
-            Some(topics.build_state.clone()),
-            Some(topics.batch_state.clone()),
-            topics.events.clone(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let names: Vec<String> = self
+            .settings
+            .topics
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         let mut config = self
             .settings
             .client_config(&[("enable.auto.commit", "false")]);
@@ -219,15 +217,7 @@ impl Relay {
             .client_config(&[])
             .create()
             .map_err(|e| RelayError::Kafka(e.to_string()))?;
-        let topics = &self.settings.topics;
-        let names: Vec<&str> = [
-            Some(topics.build_state.as_str()),
-            Some(topics.batch_state.as_str()),
-            topics.events.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let names = self.settings.topics.names();
         let new: Vec<NewTopic> = names
             .iter()
             .map(|name| {

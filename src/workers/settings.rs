@@ -29,6 +29,9 @@ impl Default for QueueSettings {
     }
 }
 
+/// The default queue's name wherever a queue is named (settings, labels, notifications).
+pub const DEFAULT_QUEUE: &str = "default";
+
 /// One queue a worker serves: `None` is the default queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Queue {
@@ -38,7 +41,7 @@ pub struct Queue {
 
 impl Queue {
     pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or("default")
+        self.name.as_deref().unwrap_or(DEFAULT_QUEUE)
     }
 }
 

@@ -78,7 +78,7 @@ pub fn describe(
     if let RequestParams::Add(params) = params {
         span.record("bundle_count", params.bundles.len());
     }
-    span.record("queue", queue.unwrap_or("default"));
+    span.record("queue", queue.unwrap_or(super::settings::DEFAULT_QUEUE));
     span.record("attempt", attempt);
 }
 
@@ -156,7 +156,7 @@ impl Step {
 impl Drop for Step {
     fn drop(&mut self) {
         metrics::histogram!(
-            "iib_step_duration_seconds",
+            crate::metrics::STEP_DURATION,
             "type" => self.request_type,
             "step" => self.step
         )

@@ -54,33 +54,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(url) = line.strip_prefix("iib: API listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let started = Instant::now();
-        let base = loop {
-            if let Ok(url) = receiver.try_recv() {
-                break url;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("iib serve exited: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "iib serve did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let base = announced(&mut child, API_LISTENING, "serve").await;
         assert_eq!(base.starts_with("https://"), https, "{base}");
         Self {
             child,
@@ -96,7 +70,7 @@ impl Server {
     pub async fn start_command(
         args: &[&str],
         settings: &BTreeMap<String, String>,
-        ready: &'static str,
+        ready: &str,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_iib"))
@@ -109,33 +83,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(rest) = line.strip_prefix(ready) {
-                    let _ = sender.send(rest.to_string());
-                }
-            }
-        });
-        let started = Instant::now();
-        let base = loop {
-            if let Ok(rest) = receiver.try_recv() {
-                break rest;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("iib {args:?} exited: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "iib {args:?} did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let base = announced(&mut child, ready, &args.join(" ")).await;
         Self {
             child,
             base,
@@ -174,5 +122,43 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What `iib serve` and `iib api` print on stdout before the URL they listen on.
+pub const API_LISTENING: &str = "iib: API listening on ";
+/// What `iib worker` and `iib relay` print before the URL of their metrics and probes.
+pub const OPS_LISTENING: &str = "iib: metrics and probes on ";
+
+/// Waits (up to 30 s) for the line on `child`'s piped stdout that starts with `ready`, and
+/// returns the rest of it (the URL it listens on); panics when `iib <what>` exits first.
+pub async fn announced(child: &mut Child, ready: &str, what: &str) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.strip_prefix(&ready) {
+                let _ = sender.send(rest.to_string());
+            }
+        }
+    });
+    let started = Instant::now();
+    loop {
+        if let Ok(rest) = receiver.try_recv() {
+            return rest;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("iib {what} exited: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "iib {what} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
